@@ -1,0 +1,33 @@
+"""Every TOOSIMPLEQ_* setting with its default, read in this one place.
+
+Values are read on each access (not cached at import) so that
+``override_settings`` in tests and late settings changes are honoured.
+"""
+
+from django.conf import settings
+
+DEFAULTS = {
+    # Seconds between two heartbeats of a worker's loop thread.
+    "TOOSIMPLEQ_HEARTBEAT": 5,
+    # Seconds without a heartbeat after which a worker is taken for dead.
+    "TOOSIMPLEQ_WORKER_TIMEOUT": 60,
+    # Seconds a stopping worker waits for running tasks before interrupting them.
+    "TOOSIMPLEQ_GRACE": 30,
+    # The most missed occurrences a catch_up schedule queues at once.
+    "TOOSIMPLEQ_CATCH_UP_LIMIT": 1000,
+    # Length of TaskExec.result_preview.
+    "TOOSIMPLEQ_RESULT_PREVIEW_LENGTH": 255,
+    # Embedded mode: run the worker inside the web server process.
+    "TOOSIMPLEQ_EMBEDDED": False,
+    "TOOSIMPLEQ_EMBEDDED_THREADS": 2,
+    "TOOSIMPLEQ_EMBEDDED_QUEUES": None,
+    "TOOSIMPLEQ_EMBEDDED_EXCLUDE_QUEUES": None,
+}
+
+
+def __getattr__(name):
+    """``conf.HEARTBEAT`` is the value of ``settings.TOOSIMPLEQ_HEARTBEAT``, or its default."""
+    key = f"TOOSIMPLEQ_{name}"
+    if key not in DEFAULTS:
+        raise AttributeError(f"no setting {key}")
+    return getattr(settings, key, DEFAULTS[key])

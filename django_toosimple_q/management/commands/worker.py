@@ -1,0 +1,74 @@
+import logging
+import signal
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ...worker import Worker
+
+LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO}
+
+
+class Command(BaseCommand):
+    help = "Run queued tasks and the schedules, until stopped (Ctrl-C or SIGTERM)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--threads", type=int, default=1, help="tasks run at once (default: 1)")
+        parser.add_argument("--queue", action="append", default=[], help="serve only this queue (repeatable)")
+        parser.add_argument(
+            "--exclude_queue", action="append", default=[], help="serve every queue but this one (repeatable)"
+        )
+        parser.add_argument("--tick", type=float, default=1.0, help="seconds between two polls when idle (default: 1)")
+        parser.add_argument("--once", action="store_true", help="run one task if one is waiting, then exit")
+        parser.add_argument("--until_done", action="store_true", help="exit when nothing is waiting or running")
+        parser.add_argument("--max_tasks", type=int, default=None, help="exit after this many tasks")
+        parser.add_argument("--no_schedules", action="store_true", help="do not run the schedules")
+        parser.add_argument("--label", default=None, help='this worker\'s name (default: "<hostname>-<pid>")')
+        parser.add_argument(
+            "--grace", type=float, default=None, help="seconds running tasks get to finish on stop (default: 30)"
+        )
+
+    def handle(self, *args, **options):
+        self._configure_logging(options["verbosity"])
+        try:
+            worker = Worker(
+                threads=options["threads"],
+                queues=options["queue"],
+                excluded_queues=options["exclude_queue"],
+                tick=options["tick"],
+                label=options["label"],
+                once=options["once"],
+                until_done=options["until_done"],
+                max_tasks=options["max_tasks"],
+                schedules=not options["no_schedules"],
+                grace=options["grace"],
+            )
+        except ValueError as error:
+            raise CommandError(error) from error
+        self._stop_on_signals(worker)
+        exit_code = worker.run()
+        if exit_code:
+            sys.exit(exit_code)
+
+    def _stop_on_signals(self, worker):
+        """The first SIGTERM or Ctrl-C stops gracefully; a second one skips the grace."""
+        stops_asked = 0
+
+        def ask_to_stop(signum, frame):
+            nonlocal stops_asked
+            stops_asked += 1
+            worker.stop(grace=0 if stops_asked > 1 else None)
+
+        for name in ("SIGINT", "SIGTERM", "SIGBREAK"):  # SIGBREAK: Ctrl-Break on Windows
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), ask_to_stop)
+
+    def _configure_logging(self, verbosity):
+        """Show the worker's log lines, unless the project's LOGGING already routes them."""
+        logger = logging.getLogger("django_toosimple_q")
+        if logger.handlers:
+            return
+        handler = logging.StreamHandler(self.stderr._out)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(LOG_LEVELS.get(verbosity, logging.DEBUG))

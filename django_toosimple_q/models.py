@@ -1,0 +1,194 @@
+"""What the database stores: task executions and workers."""
+
+import datetime
+import hashlib
+import os
+import socket
+
+from django.conf import settings
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
+
+from . import conf, serialization
+
+
+class TaskExecQuerySet(models.QuerySet):
+    def enqueue(self, task, args, kwargs, *, due=None, priority, queue):
+        """Store a call of ``task``; False when it is unique and already waiting."""
+        encoded_args, encoded_kwargs = serialization.encode_call(args, kwargs)
+        now = timezone.now()
+        _check_due(due)
+        execution = TaskExec(
+            task_name=task.name,
+            args=encoded_args,
+            kwargs=encoded_kwargs,
+            queue=queue,
+            priority=priority,
+            state=TaskExec.States.QUEUED if due is None or due <= now else TaskExec.States.SLEEPING,
+            due=now if due is None else due,
+            retries=task.retries,
+            retry_delay=task.retry_delay,
+        )
+        if not task.unique:
+            execution.save(force_insert=True)
+            return execution
+        execution.dedup_key = dedup_key(task.name, encoded_args, encoded_kwargs)
+        # The unique index decides between concurrent callers; a savepoint
+        # keeps the caller's own transaction usable when we lose.
+        try:
+            with transaction.atomic():
+                execution.save(force_insert=True)
+        except IntegrityError:
+            # dedup_key is the only unique column a new row can collide on.
+            return False
+        return execution
+
+
+def _check_due(due):
+    if due is None:
+        return
+    if not isinstance(due, datetime.datetime):
+        raise TypeError(f"due must be a datetime, not {type(due).__name__}")
+    if settings.USE_TZ and timezone.is_naive(due):
+        raise ValueError("due must be an aware datetime when USE_TZ is True")
+    if not settings.USE_TZ and timezone.is_aware(due):
+        raise ValueError("due must be a naive datetime when USE_TZ is False")
+
+
+def dedup_key(task_name, encoded_args, encoded_kwargs):
+    """What identifies a call of a unique task while it waits."""
+    call = serialization.canonical([task_name, encoded_args, encoded_kwargs])
+    return hashlib.sha256(call.encode()).hexdigest()
+
+
+class TaskExec(models.Model):
+    """One execution of a task: queued, run by a worker, with its outcome."""
+
+    class States(models.TextChoices):
+        SLEEPING = "SLEEPING", "Sleeping"
+        QUEUED = "QUEUED", "Queued"
+        PROCESSING = "PROCESSING", "Processing"
+        SUCCEEDED = "SUCCEEDED", "Succeeded"
+        FAILED = "FAILED", "Failed"
+        INTERRUPTED = "INTERRUPTED", "Interrupted"
+        INVALID = "INVALID", "Invalid"
+
+    WAITING_STATES = (States.SLEEPING, States.QUEUED)
+    FINISHED_STATES = (States.SUCCEEDED, States.FAILED, States.INTERRUPTED, States.INVALID)
+
+    id = models.BigAutoField(primary_key=True)
+    task_name = models.CharField(max_length=1024)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    queue = models.CharField(max_length=255, default="default")
+    priority = models.IntegerField(default=0)
+    state = models.CharField(max_length=32, choices=States.choices, default=States.QUEUED)
+    due = models.DateTimeField(default=timezone.now)
+    created = models.DateTimeField(default=timezone.now)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    worker = models.ForeignKey(
+        "WorkerStatus", null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
+    )
+    retries = models.IntegerField(default=0, help_text="retries left (-1: forever)")
+    retry_delay = models.FloatField(default=0, help_text="seconds before the next retry")
+    replaced_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaces"
+    )
+    result = models.JSONField(null=True, blank=True)
+    result_preview = models.CharField(max_length=255, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    stdout = models.TextField(blank=True, default="")
+    stderr = models.TextField(blank=True, default="")
+    # Set only while a unique task waits: the unique index is what refuses a
+    # second identical call, even from concurrent processes.
+    dedup_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+
+    objects = TaskExecQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "task execution"
+        indexes = [
+            # The claim: the next QUEUED rows in claim order.
+            models.Index(
+                fields=["-priority", "due", "id"],
+                name="toosimpleq_claim_idx",
+                condition=models.Q(state="QUEUED"),
+            ),
+            # Waking sleeping rows whose time has come.
+            models.Index(fields=["due"], name="toosimpleq_sleeping_idx", condition=models.Q(state="SLEEPING")),
+            # Finding the running rows of a dead worker.
+            models.Index(fields=["worker"], name="toosimpleq_processing_idx", condition=models.Q(state="PROCESSING")),
+            models.Index(fields=["task_name", "created"], name="toosimpleq_task_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.task_name} #{self.pk} [{self.state}]"
+
+    @property
+    def task(self):
+        """The registered Task of this row, or None when it is not in the code."""
+        from .registry import tasks_registry
+
+        return tasks_registry.get(self.task_name)
+
+    @property
+    def call_args(self):
+        return serialization.decode(self.args)
+
+    @property
+    def call_kwargs(self):
+        return serialization.decode(self.kwargs)
+
+    @property
+    def return_value(self):
+        """The task's result as it returned it (datetimes, Decimals... decoded)."""
+        return serialization.decode(self.result)
+
+
+def default_label():
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class WorkerStatus(models.Model):
+    """One run of a worker: who it is, what it serves, and its heartbeat."""
+
+    class States(models.TextChoices):
+        ONLINE = "ONLINE", "Online"
+        STOPPED = "STOPPED", "Stopped"
+        CRASHED = "CRASHED", "Crashed"
+        TIMEDOUT = "TIMEDOUT", "Timed out"
+
+    # A graceful stop exits 0, or 77 when running tasks outlived the grace
+    # period and were interrupted; an error in the worker's own loop exits 99.
+    INTERRUPTED_EXIT_CODE = 77
+    CRASHED_EXIT_CODE = 99
+
+    id = models.BigAutoField(primary_key=True)
+    label = models.CharField(max_length=1024)
+    hostname = models.CharField(max_length=1024)
+    pid = models.IntegerField()
+    threads = models.PositiveIntegerField(default=1)
+    queues = models.JSONField(default=list, blank=True, help_text="queues served (empty: all)")
+    excluded_queues = models.JSONField(default=list, blank=True)
+    started = models.DateTimeField(default=timezone.now)
+    last_tick = models.DateTimeField(default=timezone.now)
+    stopped = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    exit_log = models.TextField(blank=True, default="")
+
+    class Meta:
+        verbose_name = "worker status"
+        verbose_name_plural = "worker statuses"
+
+    def __str__(self):
+        return f"{self.label} [{self.state}]"
+
+    @property
+    def state(self):
+        if self.stopped is not None:
+            return self.States.CRASHED if self.exit_code == self.CRASHED_EXIT_CODE else self.States.STOPPED
+        timeout = datetime.timedelta(seconds=conf.WORKER_TIMEOUT)
+        if self.last_tick < timezone.now() - timeout:
+            return self.States.TIMEDOUT
+        return self.States.ONLINE

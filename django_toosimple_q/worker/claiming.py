@@ -1,0 +1,167 @@
+"""All the SQL by which workers take tasks: the one place claiming happens.
+
+PostgreSQL: one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)
+RETURNING`` statement, so concurrent workers skip each other's rows instead
+of waiting on them. SQLite has no row locks: the same UPDATE runs in a write
+transaction taken up front (BEGIN IMMEDIATE), which serialises claimers.
+Other databases (MySQL) use the ORM: ``select_for_update(skip_locked=True)``
+then an UPDATE, in one transaction.
+"""
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from django.db import OperationalError, connection, transaction
+from django.utils import timezone
+
+from ..models import TaskExec
+
+logger = logging.getLogger("django_toosimple_q")
+
+States = TaskExec.States
+
+# Claimed rows carry what running them needs, and nothing more.
+CLAIMED_COLUMNS = ("id", "task_name", "args", "kwargs", "queue", "priority", "retries", "retry_delay")
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    id: int
+    task_name: str
+    args: list
+    kwargs: dict
+    queue: str
+    priority: int
+    retries: int
+    retry_delay: float
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """Which queues a worker serves: only ``queues`` if given, none of ``excluded``."""
+
+    queues: tuple = ()
+    excluded: tuple = ()
+
+    def apply(self, queryset):
+        if self.queues:
+            queryset = queryset.filter(queue__in=self.queues)
+        if self.excluded:
+            queryset = queryset.exclude(queue__in=self.excluded)
+        return queryset
+
+    def sql(self):
+        """A WHERE fragment and its parameters."""
+        fragment, params = "", []
+        if self.queues:
+            fragment += f" AND queue IN ({', '.join(['%s'] * len(self.queues))})"
+            params += self.queues
+        if self.excluded:
+            fragment += f" AND queue NOT IN ({', '.join(['%s'] * len(self.excluded))})"
+            params += self.excluded
+        return fragment, params
+
+    def serves(self, queue):
+        return (not self.queues or queue in self.queues) and queue not in self.excluded
+
+
+def claim(worker_id, limit, queue_filter):
+    """Flip up to ``limit`` QUEUED tasks to PROCESSING for this worker, and return them."""
+    if limit <= 0:
+        return []
+    if connection.vendor == "postgresql":
+        return _claim_returning(worker_id, limit, queue_filter, lock_clause=" FOR UPDATE SKIP LOCKED")
+    if connection.vendor == "sqlite":
+        return _retry_while_locked(lambda: _claim_sqlite(worker_id, limit, queue_filter))
+    return _claim_with_orm(worker_id, limit, queue_filter)
+
+
+def _claim_sql(limit, queue_filter, lock_clause):
+    table = connection.ops.quote_name(TaskExec._meta.db_table)
+    queue_sql, queue_params = queue_filter.sql()
+    sql = (
+        f"UPDATE {table} SET state = %s, started = %s, worker_id = %s, dedup_key = NULL "
+        f"WHERE state = %s AND id IN ("
+        f"SELECT id FROM {table} WHERE state = %s{queue_sql} "
+        f"ORDER BY priority DESC, due, id LIMIT %s{lock_clause}"
+        f") RETURNING {', '.join(CLAIMED_COLUMNS)}"
+    )
+    return sql, [States.QUEUED, *queue_params, limit]
+
+
+def _claim_returning(worker_id, limit, queue_filter, lock_clause=""):
+    sql, params = _claim_sql(limit, queue_filter, lock_clause)
+    started = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [States.PROCESSING, started, worker_id, States.QUEUED, *params])
+        return [_claimed_task(row) for row in cursor.fetchall()]
+
+
+def _claim_sqlite(worker_id, limit, queue_filter):
+    # Django's atomic() would BEGIN DEFERRED unless the user set
+    # transaction_mode; the write lock must be taken before reading.
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            claimed = _claim_returning(worker_id, limit, queue_filter)
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        cursor.execute("COMMIT")
+    return claimed
+
+
+def _claim_with_orm(worker_id, limit, queue_filter):
+    with transaction.atomic():
+        waiting = queue_filter.apply(TaskExec.objects.filter(state=States.QUEUED))
+        ids = list(
+            waiting.select_for_update(skip_locked=True)
+            .order_by("-priority", "due", "id")
+            .values_list("id", flat=True)[:limit]
+        )
+        TaskExec.objects.filter(id__in=ids).update(
+            state=States.PROCESSING, started=timezone.now(), worker_id=worker_id, dedup_key=None
+        )
+        rows = TaskExec.objects.filter(id__in=ids).values_list(*CLAIMED_COLUMNS)
+        return [ClaimedTask(*row) for row in rows]
+
+
+def _claimed_task(row):
+    values = dict(zip(CLAIMED_COLUMNS, row))
+    for column in ("args", "kwargs"):
+        # Django has the drivers return JSON as text, for JSONField to decode.
+        if isinstance(values[column], str):
+            values[column] = json.loads(values[column])
+    return ClaimedTask(**values)
+
+
+def wake_sleeping(queue_filter):
+    """Queue the SLEEPING tasks whose due time has come; returns how many."""
+    now = timezone.now()
+    due = queue_filter.apply(TaskExec.objects.filter(state=States.SLEEPING, due__lte=now))
+    return _retry_while_locked(lambda: due.update(state=States.QUEUED))
+
+
+def has_waiting_work(queue_filter):
+    """Whether a task is QUEUED, or SLEEPING with its time come, for these queues."""
+    waiting = TaskExec.objects.filter(state=States.QUEUED) | TaskExec.objects.filter(
+        state=States.SLEEPING, due__lte=timezone.now()
+    )
+    return queue_filter.apply(waiting).exists()
+
+
+def _retry_while_locked(operation, attempts=50):
+    """Run ``operation``, retrying SQLite's "database is locked" with backoff."""
+    delay = 0.005
+    for attempt in range(attempts):
+        try:
+            return operation()
+        except OperationalError as error:
+            if "locked" not in str(error) or attempt == attempts - 1:
+                raise
+            logger.debug("database is locked, retrying in %.3fs", delay)
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 1.0)

@@ -1,0 +1,110 @@
+"""Running one claimed task and writing its outcome: one UPDATE per task.
+
+The finishing UPDATE is fenced on (state PROCESSING, this worker): a worker
+that was taken for dead and whose tasks were handed to another cannot
+overwrite their outcome.
+"""
+
+import datetime
+import logging
+import traceback
+
+from django.db import connections, transaction
+from django.utils import timezone
+
+from .. import serialization
+from ..models import TaskExec
+from ..registry import tasks_registry
+from .capture import captured_output
+
+logger = logging.getLogger("django_toosimple_q")
+
+States = TaskExec.States
+PREVIEW_LENGTH = TaskExec._meta.get_field("result_preview").max_length
+
+
+def execute(claimed, worker_id):
+    """Run ``claimed`` (a ClaimedTask) in this thread and store how it ended."""
+    task = tasks_registry.get(claimed.task_name)
+    if task is None:
+        message = f"Task {claimed.task_name!r} is not registered: it was renamed or removed from the code"
+        logger.error("%s (execution #%s)", message, claimed.id)
+        _finish(claimed, worker_id, state=States.INVALID, error=message)
+        return
+    logger.debug("running %s #%s", claimed.task_name, claimed.id)
+    outcome = {}
+    with captured_output() as output:
+        try:
+            value = task.func(*serialization.decode(claimed.args), **serialization.decode(claimed.kwargs))
+        except BaseException:  # noqa: B036 - SystemExit and KeyboardInterrupt fail the task, not the worker
+            outcome.update(state=States.FAILED, error=traceback.format_exc())
+        else:
+            outcome.update(_stored_result(value))
+    outcome.update(stdout=output.stdout, stderr=output.stderr)
+    if outcome["state"] == States.FAILED and claimed.retries != 0:
+        _finish_and_retry(claimed, worker_id, **outcome)
+    else:
+        _finish(claimed, worker_id, **outcome)
+
+
+def _stored_result(value):
+    try:
+        result = serialization.encode(value, "the return value")
+    except serialization.NotSerializable as error:
+        return {"state": States.FAILED, "error": f"The task succeeded but {error}"}
+    return {
+        "state": States.SUCCEEDED,
+        "result": result,
+        "result_preview": _preview(value),
+    }
+
+
+def _preview(value):
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not lose the result
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= PREVIEW_LENGTH else text[: PREVIEW_LENGTH - 1] + "…"
+
+
+def _finish(claimed, worker_id, **outcome):
+    finished = TaskExec.objects.filter(pk=claimed.id, state=States.PROCESSING, worker_id=worker_id).update(
+        finished=timezone.now(), **outcome
+    )
+    if not finished:
+        logger.warning("%s #%s was taken from this worker before it finished", claimed.task_name, claimed.id)
+    return finished
+
+
+def _finish_and_retry(claimed, worker_id, **outcome):
+    """Store the failure and queue the next try, in one transaction."""
+    delay = claimed.retry_delay
+    now = timezone.now()
+    with transaction.atomic():
+        retry = TaskExec.objects.create(
+            task_name=claimed.task_name,
+            args=claimed.args,
+            kwargs=claimed.kwargs,
+            queue=claimed.queue,
+            priority=claimed.priority,
+            state=States.SLEEPING if delay else States.QUEUED,
+            due=now + datetime.timedelta(seconds=delay),
+            retries=claimed.retries - 1 if claimed.retries > 0 else -1,
+            retry_delay=delay * 2,
+        )
+        if not _finish(claimed, worker_id, replaced_by=retry, **outcome):
+            transaction.set_rollback(True)
+
+
+def recycle_connections():
+    """Keep this thread's connections for its next task, unless they broke.
+
+    A worker thread runs task after task: reconnecting each time would cost
+    more than most tasks. The pool bounds the connections to one per thread,
+    so keeping them leaks nothing; Django's own rules still close a broken
+    one, and one older than a CONN_MAX_AGE given in seconds.
+    """
+    for connection in connections.all(initialized_only=True):
+        if connection.settings_dict["CONN_MAX_AGE"] == 0:
+            connection.close_at = None
+        connection.close_if_unusable_or_obsolete()

@@ -1,0 +1,251 @@
+"""The worker: one loop thread that claims tasks for a pool of executor threads.
+
+The loop thread heartbeats, wakes due SLEEPING tasks, runs the schedules,
+reaps the tasks of dead workers, and claims at most as many tasks as it has
+idle threads. It installs no signal handler: the ``worker`` command and
+embedded mode decide how a stop is asked for, and call ``stop()``.
+"""
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor, wait
+
+from django.db import connections
+from django.utils import timezone
+
+from .. import conf
+from ..models import TaskExec, WorkerStatus, default_label
+from . import claiming, executor, recovery
+from .claiming import QueueFilter
+
+logger = logging.getLogger("django_toosimple_q")
+
+
+class Worker:
+    """Runs queued tasks on ``threads`` threads until stopped.
+
+    ``once``: run one task, then stop. ``until_done``: stop when nothing is
+    waiting or running. ``max_tasks``: stop after that many tasks.
+    """
+
+    def __init__(
+        self,
+        *,
+        threads=1,
+        queues=(),
+        excluded_queues=(),
+        tick=1.0,
+        label=None,
+        once=False,
+        until_done=False,
+        max_tasks=None,
+        schedules=True,
+        grace=None,
+    ):
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        if queues and excluded_queues:
+            raise ValueError("give the queues to serve or the queues to exclude, not both")
+        if tick <= 0:
+            raise ValueError("tick must be a positive number of seconds")
+        self.threads = threads
+        self.queue_filter = QueueFilter(tuple(queues), tuple(excluded_queues))
+        self.tick = tick
+        self.label = label or default_label()
+        # --once runs one task if one is waiting, and never waits for one.
+        self.until_done = until_done or once
+        self.max_tasks = 1 if once else max_tasks
+        self.run_schedules = schedules
+        self.grace = conf.GRACE if grace is None else grace
+        self.status = None
+        self.exit_code = None
+        self._claimed_count = 0
+        self._running = {}  # future -> ClaimedTask
+        self._running_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._grace_deadline = None
+        self._thread = None
+
+    # Control, from any thread.
+
+    def start(self):
+        """Start the loop thread and return at once."""
+        self._thread = threading.Thread(target=self._run, name=f"toosimpleq-{self.label}", daemon=True)
+        self._thread.start()
+
+    def run(self):
+        """Run in the calling thread until the worker stops; returns its exit code."""
+        self._run()
+        return self.exit_code
+
+    def join(self, timeout=None):
+        self._thread.join(timeout)
+        return self.exit_code
+
+    def stop(self, grace=None):
+        """Stop claiming; running tasks get ``grace`` seconds to finish.
+
+        A second call shortens the grace period (``stop(grace=0)``: at once).
+        """
+        grace = self.grace if grace is None else grace
+        deadline = time.monotonic() + grace
+        if self._grace_deadline is None or deadline < self._grace_deadline:
+            self._grace_deadline = deadline
+        self._stopping.set()
+        self._wake.set()
+
+    def wake(self):
+        """New work may be waiting: claim now rather than at the next tick."""
+        self._wake.set()
+
+    @property
+    def running_count(self):
+        with self._running_lock:
+            return len(self._running)
+
+    # The loop thread.
+
+    def _run(self):
+        self.status = WorkerStatus.objects.create(
+            label=self.label,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            threads=self.threads,
+            queues=list(self.queue_filter.queues),
+            excluded_queues=list(self.queue_filter.excluded),
+        )
+        logger.info(
+            "worker %s started: %s thread(s), queues %s",
+            self.label,
+            self.threads,
+            self._describe_queues(),
+        )
+        exit_log = ""
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix=f"toosimpleq-{self.label}")
+        try:
+            self._loop(pool)
+            self.exit_code = self._finish_running()
+            if not self.running_count:
+                self._close_pool_connections(pool)
+            # Tasks interrupted after the grace period are left to their
+            # threads: waiting for them is what the grace period bounds.
+            pool.shutdown(wait=False, cancel_futures=True)
+        except Exception:
+            exit_log = traceback.format_exc()
+            logger.exception("worker %s crashed", self.label)
+            self.exit_code = WorkerStatus.CRASHED_EXIT_CODE
+        finally:
+            WorkerStatus.objects.filter(pk=self.status.pk).update(
+                stopped=timezone.now(), exit_code=self.exit_code, exit_log=exit_log
+            )
+            logger.info("worker %s stopped (exit code %s)", self.label, self.exit_code)
+            connections.close_all()
+
+    def _describe_queues(self):
+        if self.queue_filter.queues:
+            return ", ".join(self.queue_filter.queues)
+        if self.queue_filter.excluded:
+            return "all but " + ", ".join(self.queue_filter.excluded)
+        return "all"
+
+    def _loop(self, pool):
+        next_heartbeat = next_poll = 0.0
+        while not self._stopping.is_set():
+            # Cleared before looking for work, so that a wake() coming while we
+            # look is not lost: the wait below then returns at once.
+            self._wake.clear()
+            now = time.monotonic()
+            if now >= next_heartbeat:
+                self._heartbeat()
+                next_heartbeat = now + conf.HEARTBEAT
+            if now >= next_poll:
+                self._poll()
+                next_poll = now + self.tick
+            free = min(self.threads - self.running_count, self._budget_left())
+            claimed = claiming.claim(self.status.pk, free, self.queue_filter)
+            for task in claimed:
+                self._submit(pool, task)
+            if self._done(claimed):
+                return
+            if claimed and len(claimed) == free:
+                continue  # all free threads got work: there may be more
+            self._wake.wait(timeout=max(0.0, min(next_poll, next_heartbeat) - time.monotonic()))
+
+    def _heartbeat(self):
+        WorkerStatus.objects.filter(pk=self.status.pk).update(last_tick=timezone.now())
+        recovery.reap_dead_workers()
+
+    def _poll(self):
+        """What is done once a tick rather than at each claim."""
+        claiming.wake_sleeping(self.queue_filter)
+
+    def _budget_left(self):
+        if self.max_tasks is None:
+            return self.threads
+        return self.max_tasks - self._claimed_count
+
+    def _submit(self, pool, task):
+        self._claimed_count += 1
+        future = pool.submit(self._execute, task)
+        with self._running_lock:
+            self._running[future] = task
+        future.add_done_callback(self._task_done)
+
+    def _execute(self, task):
+        try:
+            executor.execute(task, self.status.pk)
+        except Exception:
+            logger.exception("could not store the outcome of %s #%s", task.task_name, task.id)
+        finally:
+            executor.recycle_connections()
+
+    def _task_done(self, future):
+        with self._running_lock:
+            self._running.pop(future, None)
+        self._wake.set()
+
+    def _done(self, claimed):
+        if claimed or self.running_count:
+            return False
+        if self.max_tasks is not None and self._budget_left() <= 0:
+            return True
+        return self.until_done and not claiming.has_waiting_work(self.queue_filter)
+
+    def _finish_running(self):
+        """Give running tasks until the grace deadline; interrupt those still running."""
+        if not self._stopping.is_set():  # the loop ends by itself only when nothing runs
+            return 0
+        while self.running_count and time.monotonic() < self._grace_deadline:
+            self._wake.wait(timeout=min(1.0, max(0.0, self._grace_deadline - time.monotonic())))
+            self._wake.clear()
+        with self._running_lock:
+            unfinished = [task.id for task in self._running.values()]
+        if not unfinished:
+            return 0
+        logger.warning("worker %s: %s task(s) still running after the grace period", self.label, len(unfinished))
+        executions = TaskExec.objects.filter(pk__in=unfinished, worker_id=self.status.pk)
+        recovery.interrupt(executions, reason="its worker stopped before it finished")
+        return WorkerStatus.INTERRUPTED_EXIT_CODE
+
+    def _close_pool_connections(self, pool):
+        """Close the connection of every pool thread.
+
+        Connections belong to the thread that opened them. A barrier makes
+        each of these jobs wait for the others, so they run on distinct
+        threads: one per thread of the pool.
+        """
+        barrier = threading.Barrier(self.threads)
+
+        def close_this_threads_connections():
+            try:
+                barrier.wait(timeout=10)
+            except threading.BrokenBarrierError:
+                pass  # a thread was slow to come: close this one's anyway
+            connections.close_all()
+
+        wait([pool.submit(close_this_threads_connections) for _ in range(self.threads)])

@@ -1,0 +1,59 @@
+"""Giving interrupted tasks another run: the tasks of dead workers, and
+those still running when a stopping worker's grace period ends.
+
+Each row is interrupted with a conditional UPDATE in the transaction that
+queues its replacement: when two workers reap the same row at once, the
+second one's UPDATE matches nothing and its replacement is rolled back.
+"""
+
+import datetime
+import logging
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from .. import conf
+from ..models import TaskExec
+
+logger = logging.getLogger("django_toosimple_q")
+
+States = TaskExec.States
+
+
+def interrupt(executions, reason):
+    """Mark each PROCESSING row of ``executions`` INTERRUPTED and queue it again.
+
+    Returns the replacements queued.
+    """
+    replacements = []
+    for execution in executions.filter(state=States.PROCESSING):
+        with transaction.atomic():
+            replacement = TaskExec.objects.create(
+                task_name=execution.task_name,
+                args=execution.args,
+                kwargs=execution.kwargs,
+                queue=execution.queue,
+                priority=execution.priority,
+                retries=execution.retries,
+                retry_delay=execution.retry_delay,
+            )
+            interrupted = TaskExec.objects.filter(
+                pk=execution.pk, state=States.PROCESSING, worker_id=execution.worker_id
+            ).update(state=States.INTERRUPTED, finished=timezone.now(), error=reason, replaced_by=replacement)
+            if not interrupted:
+                transaction.set_rollback(True)
+                continue
+        logger.warning("%s #%s interrupted (%s): queued again as #%s", execution.task_name, execution.pk, reason, replacement.pk)
+        replacements.append(replacement)
+    return replacements
+
+
+def reap_dead_workers():
+    """Interrupt and queue again the tasks of workers that stopped beating."""
+    cutoff = timezone.now() - datetime.timedelta(seconds=conf.WORKER_TIMEOUT)
+    orphans = TaskExec.objects.filter(
+        Q(worker__isnull=True) | Q(worker__last_tick__lt=cutoff) | Q(worker__stopped__isnull=False),
+        state=States.PROCESSING,
+    )
+    return interrupt(orphans, reason="its worker stopped responding")
