@@ -1,6 +1,6 @@
 """The public decorators: ``@register_task()`` and ``@schedule(...)``."""
 
-from .registry import Task, register
+from .registry import NOW, Schedule, Task, register, register_schedule
 
 
 def register_task(name=None, *, queue="default", priority=0, unique=False, retries=0, retry_delay=0):
@@ -27,3 +27,47 @@ def register_task(name=None, *, queue="default", priority=0, unique=False, retri
         )
 
     return decorator
+
+
+def schedule(
+    cron,
+    *,
+    name=None,
+    args=(),
+    kwargs=None,
+    last_run=NOW,
+    catch_up=False,
+    queue=None,
+    datetime_kwarg=None,
+    run_on_creation=False,
+):
+    """Queue the task below (a ``@register_task()``) on a cron.
+
+    The first run is the next occurrence of ``cron`` after the schedule is
+    first seen (or after ``last_run``, a datetime); ``last_run=None`` (or
+    ``run_on_creation=True``) runs it at once instead. ``catch_up=True`` runs every occurrence missed while no
+    worker ran. ``datetime_kwarg`` names a keyword argument that receives
+    the occurrence's due time. ``name`` tells apart several schedules of
+    one task.
+    """
+    def decorator(task):
+        register_schedule(
+            Schedule(
+                task,
+                cron,
+                name=name,
+                args=args,
+                kwargs=kwargs,
+                last_run=None if run_on_creation else last_run,
+                catch_up=catch_up,
+                queue=queue,
+                datetime_kwarg=datetime_kwarg,
+            )
+        )
+        return task
+
+    return decorator
+
+
+# The name upstream django-toosimple-q users know it by.
+schedule_task = schedule

@@ -192,3 +192,32 @@ class WorkerStatus(models.Model):
         if self.last_tick < timezone.now() - timeout:
             return self.States.TIMEDOUT
         return self.States.ONLINE
+
+
+class ScheduleExec(models.Model):
+    """Where a schedule stands: its last due time, claimed once across workers."""
+
+    class States(models.TextChoices):
+        ACTIVE = "ACTIVE", "Active"
+        INVALID = "INVALID", "Invalid"
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=1024, unique=True)
+    task_name = models.CharField(max_length=1024, blank=True, default="")
+    cron = models.CharField(max_length=255, blank=True, default="")
+    last_due = models.DateTimeField(null=True, blank=True)
+    last_task = models.ForeignKey(TaskExec, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    state = models.CharField(max_length=32, choices=States.choices, default=States.ACTIVE)
+
+    class Meta:
+        verbose_name = "schedule"
+
+    def __str__(self):
+        return f"{self.name} [{self.state}]"
+
+    @property
+    def schedule(self):
+        """The registered Schedule of this row, or None when it is not in the code."""
+        from .registry import schedules_registry
+
+        return schedules_registry.get(self.name)

@@ -4,11 +4,19 @@ The decorators build these objects; the worker looks tasks up here by the
 name stored on each TaskExec row.
 """
 
+import datetime
 import functools
 
 from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
+
+from .cron import Cron
 
 tasks_registry = {}
+schedules_registry = {}
+
+# A schedule's default last_run: when it is first seen.
+NOW = "now"
 
 
 class Task:
@@ -77,6 +85,73 @@ class ConfiguredTask:
 
     def queue(self, *args, **kwargs):
         return self.task.enqueue(args, kwargs, **self.options)
+
+
+class Schedule:
+    """When a task is queued by itself, and with which arguments.
+
+    ``last_run`` is taken as its previous run when it is first seen: by
+    default that moment (the first run is the next occurrence); None runs it
+    as soon as a worker starts, then on the cron. ``catch_up=True`` runs
+    every occurrence missed while no worker ran, not only the latest.
+    """
+
+    def __init__(
+        self,
+        task,
+        cron,
+        *,
+        name=None,
+        args=(),
+        kwargs=None,
+        last_run=NOW,
+        catch_up=False,
+        queue=None,
+        datetime_kwarg=None,
+    ):
+        if not isinstance(task, Task):
+            raise ImproperlyConfigured(
+                f"@schedule must stand above @register_task(): {task!r} is not a registered task"
+            )
+        self.task = task
+        self.cron = Cron(cron)
+        self.name = name or task.name
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+        if last_run is not NOW and last_run is not None and not isinstance(last_run, datetime.datetime):
+            raise ImproperlyConfigured(f"Schedule {self.name}: last_run must be None or a datetime, not {last_run!r}")
+        self.last_run = last_run
+        self.catch_up = catch_up
+        self.queue_name = queue or task.queue_name
+        self.datetime_kwarg = datetime_kwarg
+        if datetime_kwarg is not None and datetime_kwarg in self.kwargs:
+            raise ImproperlyConfigured(f"Schedule {self.name}: {datetime_kwarg!r} is both in kwargs and datetime_kwarg")
+
+    def __repr__(self):
+        return f"<Schedule {self.name} {self.cron.expression!r}>"
+
+    def queue(self, due):
+        """Queue the task for the occurrence ``due``; the TaskExec, or False (unique)."""
+        kwargs = dict(self.kwargs)
+        if self.datetime_kwarg:
+            kwargs[self.datetime_kwarg] = timezone.localtime(due) if timezone.is_aware(due) else due
+        return self.task.enqueue(self.args, kwargs, queue=self.queue_name)
+
+
+def register_schedule(schedule):
+    """Add ``schedule`` to the registry; schedule names must be unique."""
+    existing = schedules_registry.get(schedule.name)
+    # A module imported again brings new Task objects: its schedules replace
+    # their earlier selves. Anything else sharing a name is a mistake.
+    if existing is not None and (
+        existing.task is schedule.task or _qualified_name(existing.task.func) != _qualified_name(schedule.task.func)
+    ):
+        raise ImproperlyConfigured(
+            f"Two schedules are named {schedule.name!r}: give each schedule of a task its own name, "
+            "@schedule(cron, name='...')"
+        )
+    schedules_registry[schedule.name] = schedule
+    return schedule
 
 
 def register(task):

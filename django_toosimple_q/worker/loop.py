@@ -21,6 +21,7 @@ from .. import conf
 from ..models import TaskExec, WorkerStatus, default_label
 from . import claiming, executor, recovery
 from .claiming import QueueFilter
+from .scheduler import Scheduler
 
 logger = logging.getLogger("django_toosimple_q")
 
@@ -59,7 +60,7 @@ class Worker:
         # --once runs one task if one is waiting, and never waits for one.
         self.until_done = until_done or once
         self.max_tasks = 1 if once else max_tasks
-        self.run_schedules = schedules
+        self.scheduler = Scheduler(self.queue_filter) if schedules else None
         self.grace = conf.GRACE if grace is None else grace
         self.status = None
         self.exit_code = None
@@ -125,6 +126,8 @@ class Worker:
             self.threads,
             self._describe_queues(),
         )
+        if self.scheduler:
+            self.scheduler.sync()
         exit_log = ""
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix=f"toosimpleq-{self.label}")
         try:
@@ -182,6 +185,8 @@ class Worker:
 
     def _poll(self):
         """What is done once a tick rather than at each claim."""
+        if self.scheduler:
+            self.scheduler.run_due()
         claiming.wake_sleeping(self.queue_filter)
 
     def _budget_left(self):
