@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from . import conf, serialization
+from . import conf, serialization, wakeup
 
 
 class TaskExecQuerySet(models.QuerySet):
@@ -29,17 +29,20 @@ class TaskExecQuerySet(models.QuerySet):
             retries=task.retries,
             retry_delay=task.retry_delay,
         )
-        if not task.unique:
-            execution.save(force_insert=True)
-            return execution
-        execution.dedup_key = dedup_key(task.name, encoded_args, encoded_kwargs)
-        # The unique index decides between concurrent callers; a savepoint
-        # keeps the caller's own transaction usable when we lose.
+        if task.unique:
+            execution.dedup_key = dedup_key(task.name, encoded_args, encoded_kwargs)
         try:
+            # One transaction for the row and the wake-up, which is sent when
+            # it commits; a savepoint inside the caller's own transaction.
             with transaction.atomic():
                 execution.save(force_insert=True)
+                if execution.state == TaskExec.States.QUEUED:
+                    wakeup.task_queued(queue)
         except IntegrityError:
-            # dedup_key is the only unique column a new row can collide on.
+            if execution.dedup_key is None:
+                raise
+            # The unique index refused the same call, already waiting: it
+            # decides between concurrent callers too.
             return False
         return execution
 

@@ -10,7 +10,6 @@ then an UPDATE, in one transaction.
 
 import json
 import logging
-import random
 import time
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from ..models import TaskExec
+from .backoff import Backoff
 
 logger = logging.getLogger("django_toosimple_q")
 
@@ -155,13 +155,13 @@ def has_waiting_work(queue_filter):
 
 def _retry_while_locked(operation, attempts=50):
     """Run ``operation``, retrying SQLite's "database is locked" with backoff."""
-    delay = 0.005
+    backoff = Backoff(first=0.005, longest=1.0)
     for attempt in range(attempts):
         try:
             return operation()
         except OperationalError as error:
             if "locked" not in str(error) or attempt == attempts - 1:
                 raise
+            delay = backoff.next_delay()
             logger.debug("database is locked, retrying in %.3fs", delay)
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 1.0)
+            time.sleep(delay)

@@ -7,14 +7,16 @@ overwrite their outcome.
 
 import datetime
 import logging
+import time
 import traceback
 
-from django.db import connections, transaction
+from django.db import DatabaseError, InterfaceError, connections, transaction
 from django.utils import timezone
 
 from .. import serialization
 from ..models import TaskExec
 from ..registry import tasks_registry
+from .backoff import Backoff
 from .capture import captured_output
 
 logger = logging.getLogger("django_toosimple_q")
@@ -23,13 +25,17 @@ States = TaskExec.States
 PREVIEW_LENGTH = TaskExec._meta.get_field("result_preview").max_length
 
 
-def execute(claimed, worker_id):
-    """Run ``claimed`` (a ClaimedTask) in this thread and store how it ended."""
+def execute(claimed, worker_id, give_up=lambda: True):
+    """Run ``claimed`` (a ClaimedTask) in this thread and store how it ended.
+
+    When the database is away, storing the outcome is tried again until it
+    is back or ``give_up()`` is true.
+    """
     task = tasks_registry.get(claimed.task_name)
     if task is None:
         message = f"Task {claimed.task_name!r} is not registered: it was renamed or removed from the code"
         logger.error("%s (execution #%s)", message, claimed.id)
-        _finish(claimed, worker_id, state=States.INVALID, error=message)
+        _store(_finish, claimed, worker_id, give_up, state=States.INVALID, error=message)
         return
     logger.debug("running %s #%s", claimed.task_name, claimed.id)
     outcome = {}
@@ -41,10 +47,23 @@ def execute(claimed, worker_id):
         else:
             outcome.update(_stored_result(value))
     outcome.update(stdout=output.stdout, stderr=output.stderr)
-    if outcome["state"] == States.FAILED and claimed.retries != 0:
-        _finish_and_retry(claimed, worker_id, **outcome)
-    else:
-        _finish(claimed, worker_id, **outcome)
+    store = _finish_and_retry if outcome["state"] == States.FAILED and claimed.retries != 0 else _finish
+    _store(store, claimed, worker_id, give_up, **outcome)
+
+
+def _store(store, claimed, worker_id, give_up, **outcome):
+    """``store(claimed, worker_id, **outcome)``, through database outages."""
+    backoff = Backoff()
+    while True:
+        try:
+            return store(claimed, worker_id, **outcome)
+        except (DatabaseError, InterfaceError) as error:
+            if give_up():
+                raise
+            logger.warning("could not store the outcome of %s #%s (%s); retrying", claimed.task_name, claimed.id, error)
+            # A broken connection is only replaced once closed.
+            connections.close_all()
+            time.sleep(backoff.next_delay())
 
 
 def _stored_result(value):

@@ -14,12 +14,13 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, wait
 
-from django.db import connections
+from django.db import DatabaseError, InterfaceError, connection, connections
 from django.utils import timezone
 
-from .. import conf
+from .. import conf, wakeup
 from ..models import TaskExec, WorkerStatus, default_label
 from . import claiming, executor, recovery
+from .backoff import Backoff
 from .claiming import QueueFilter
 from .scheduler import Scheduler
 
@@ -112,24 +113,11 @@ class Worker:
     # The loop thread.
 
     def _run(self):
-        self.status = WorkerStatus.objects.create(
-            label=self.label,
-            hostname=socket.gethostname(),
-            pid=os.getpid(),
-            threads=self.threads,
-            queues=list(self.queue_filter.queues),
-            excluded_queues=list(self.queue_filter.excluded),
-        )
-        logger.info(
-            "worker %s started: %s thread(s), queues %s",
-            self.label,
-            self.threads,
-            self._describe_queues(),
-        )
-        if self.scheduler:
-            self.scheduler.sync()
-        exit_log = ""
+        self._register()
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix=f"toosimpleq-{self.label}")
+        listener = self._start_listener()
+        wakeup.add_local_worker(self)
+        exit_log = ""
         try:
             self._loop(pool)
             self.exit_code = self._finish_running()
@@ -143,11 +131,34 @@ class Worker:
             logger.exception("worker %s crashed", self.label)
             self.exit_code = WorkerStatus.CRASHED_EXIT_CODE
         finally:
+            wakeup.remove_local_worker(self)
+            if listener:
+                listener.stop()
+                listener.join()
+            self._record_exit(exit_log)
+            connections.close_all()
+
+    def _register(self):
+        self.status = WorkerStatus.objects.create(
+            label=self.label,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            threads=self.threads,
+            queues=list(self.queue_filter.queues),
+            excluded_queues=list(self.queue_filter.excluded),
+        )
+        if self.scheduler:
+            self.scheduler.sync()
+        logger.info("worker %s started: %s thread(s), queues %s", self.label, self.threads, self._describe_queues())
+
+    def _record_exit(self, exit_log):
+        try:
             WorkerStatus.objects.filter(pk=self.status.pk).update(
                 stopped=timezone.now(), exit_code=self.exit_code, exit_log=exit_log
             )
-            logger.info("worker %s stopped (exit code %s)", self.label, self.exit_code)
-            connections.close_all()
+        except (DatabaseError, InterfaceError):
+            logger.exception("worker %s could not record its exit", self.label)
+        logger.info("worker %s stopped (exit code %s)", self.label, self.exit_code)
 
     def _describe_queues(self):
         if self.queue_filter.queues:
@@ -156,28 +167,55 @@ class Worker:
             return "all but " + ", ".join(self.queue_filter.excluded)
         return "all"
 
+    def _start_listener(self):
+        if not wakeup.can_listen(connection):
+            return None
+        listener = wakeup.Listener(self._task_queued_elsewhere, name=f"toosimpleq-{self.label}-listener")
+        listener.start()
+        return listener
+
+    def _task_queued_elsewhere(self, queue):
+        if self.queue_filter.serves(queue):
+            self.wake()
+
     def _loop(self, pool):
-        next_heartbeat = next_poll = 0.0
+        self._next_heartbeat = self._next_poll = 0.0
+        outage = Backoff()
         while not self._stopping.is_set():
-            # Cleared before looking for work, so that a wake() coming while we
-            # look is not lost: the wait below then returns at once.
-            self._wake.clear()
-            now = time.monotonic()
-            if now >= next_heartbeat:
-                self._heartbeat()
-                next_heartbeat = now + conf.HEARTBEAT
-            if now >= next_poll:
-                self._poll()
-                next_poll = now + self.tick
-            free = min(self.threads - self.running_count, self._budget_left())
-            claimed = claiming.claim(self.status.pk, free, self.queue_filter)
-            for task in claimed:
-                self._submit(pool, task)
-            if self._done(claimed):
-                return
-            if claimed and len(claimed) == free:
-                continue  # all free threads got work: there may be more
-            self._wake.wait(timeout=max(0.0, min(next_poll, next_heartbeat) - time.monotonic()))
+            try:
+                if self._step(pool):
+                    return
+                outage.reset()
+            except (DatabaseError, InterfaceError) as error:
+                # The database went away (a restart, the network): running
+                # tasks go on, and so does this loop once it is back.
+                delay = outage.next_delay()
+                logger.warning("worker %s: database error (%s); retrying in %.1fs", self.label, error, delay)
+                connections.close_all()
+                self._stopping.wait(delay)
+
+    def _step(self, pool):
+        """Heartbeat, poll and claim as due; then wait for work. True when done."""
+        # Cleared before looking for work, so that a wake() coming while we
+        # look is not lost: the wait below then returns at once.
+        self._wake.clear()
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self._heartbeat()
+            self._next_heartbeat = now + conf.HEARTBEAT
+        if now >= self._next_poll:
+            self._poll()
+            self._next_poll = now + self.tick
+        free = min(self.threads - self.running_count, self._budget_left())
+        claimed = claiming.claim(self.status.pk, free, self.queue_filter)
+        for task in claimed:
+            self._submit(pool, task)
+        if self._done(claimed):
+            return True
+        if claimed and len(claimed) == free:
+            return False  # all free threads got work: there may be more
+        self._wake.wait(timeout=max(0.0, min(self._next_poll, self._next_heartbeat) - time.monotonic()))
+        return False
 
     def _heartbeat(self):
         WorkerStatus.objects.filter(pk=self.status.pk).update(last_tick=timezone.now())
@@ -203,11 +241,15 @@ class Worker:
 
     def _execute(self, task):
         try:
-            executor.execute(task, self.status.pk)
+            executor.execute(task, self.status.pk, give_up=self._stopping_now)
         except Exception:
             logger.exception("could not store the outcome of %s #%s", task.task_name, task.id)
         finally:
             executor.recycle_connections()
+
+    def _stopping_now(self):
+        """Whether the grace period is over: outcomes not yet stored are abandoned."""
+        return self._grace_deadline is not None and time.monotonic() >= self._grace_deadline
 
     def _task_done(self, future):
         with self._running_lock:
@@ -254,3 +296,4 @@ class Worker:
             connections.close_all()
 
         wait([pool.submit(close_this_threads_connections) for _ in range(self.threads)])
+

@@ -1,0 +1,26 @@
+"""The demo's tasks: one that prints, one that takes its time, one that fails."""
+
+import random
+import time
+
+from django_toosimple_q.decorators import register_task, schedule
+
+
+@schedule(cron="* * * * *", args=["every minute"])
+@register_task()
+def say_hello(name):
+    print(f"Hello {name}!")
+    return f"said hello to {name}"
+
+
+@register_task(queue="slow", priority=-1)
+def take_your_time(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@register_task(retries=2, retry_delay=1)
+def flaky():
+    if random.random() < 0.7:
+        raise RuntimeError("this one fails 70% of the time, and is tried again")
+    return "lucky"
