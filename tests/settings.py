@@ -1,0 +1,125 @@
+"""Django settings for the test suite: `manage.py test --settings tests.settings`.
+
+The environment picks the database (tests/run.py sets these variables):
+
+TOOSIMPLEQ_TEST_DB          "sqlite" (default) or "postgres".
+TOOSIMPLEQ_TEST_SQLITE_DIR  directory for the SQLite files (default: .tmp/sqlite
+                            in the repository).
+TOOSIMPLEQ_PG_HOST, TOOSIMPLEQ_PG_PORT, TOOSIMPLEQ_PG_USER
+                            the PostgreSQL server (default user: postgres).
+TOOSIMPLEQ_TEST_DB_NAME     connect to this database as it is, for both NAME
+                            and TEST NAME. Tests set it for the worker
+                            subprocesses they spawn, so those use the test
+                            database the runner has already created.
+TOOSIMPLEQ_TEST_LOG_LEVEL   level of the django_toosimple_q logger (default
+                            CRITICAL: quiet, since tests assert on logs with
+                            assertLogs, which works at any level).
+TOOSIMPLEQ_TEST_SCHEDULE_APP
+                            "1" installs tests.scheduleapp, whose schedules
+                            the scheduler tests give to the workers they
+                            spawn (elsewhere they would fire in every worker).
+TOOSIMPLEQ_TEST_BAD_CRON_APP
+                            "1" installs tests.badcronapp, a schedule with an
+                            invalid cron, for the `manage.py check` test.
+"""
+
+import os
+from pathlib import Path
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+DB_VENDOR = os.environ.get("TOOSIMPLEQ_TEST_DB", "sqlite")
+DB_NAME_OVERRIDE = os.environ.get("TOOSIMPLEQ_TEST_DB_NAME")
+
+if DB_VENDOR == "sqlite":
+    SQLITE_DIR = Path(os.environ.get("TOOSIMPLEQ_TEST_SQLITE_DIR", REPO_DIR / ".tmp" / "sqlite"))
+    SQLITE_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASE = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(SQLITE_DIR / "toosimpleq.sqlite3"),
+        # A file, not Django's default in-memory test database, so that
+        # worker subprocesses can open the same database.
+        "TEST": {"NAME": str(SQLITE_DIR / "test_toosimpleq.sqlite3")},
+        "OPTIONS": {
+            # WAL lets readers and one writer work at once; IMMEDIATE takes
+            # the write lock when a transaction begins, so concurrent writers
+            # wait (up to timeout seconds) instead of failing with "database
+            # is locked" half-way through a transaction.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        },
+    }
+elif DB_VENDOR == "postgres":
+    DATABASE = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": os.environ.get("TOOSIMPLEQ_PG_HOST", "127.0.0.1"),
+        "PORT": os.environ.get("TOOSIMPLEQ_PG_PORT", "5432"),
+        "USER": os.environ.get("TOOSIMPLEQ_PG_USER", "postgres"),
+        "NAME": "toosimpleq",
+        "TEST": {},
+    }
+else:
+    raise ValueError(f"TOOSIMPLEQ_TEST_DB must be 'sqlite' or 'postgres', not {DB_VENDOR!r}")
+
+if DB_NAME_OVERRIDE:
+    DATABASE["NAME"] = DATABASE["TEST"]["NAME"] = DB_NAME_OVERRIDE
+
+DATABASES = {"default": DATABASE}
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.admin",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_toosimple_q",
+    "tests.testapp",
+]
+if os.environ.get("TOOSIMPLEQ_TEST_SCHEDULE_APP") == "1":
+    INSTALLED_APPS.append("tests.scheduleapp")
+if os.environ.get("TOOSIMPLEQ_TEST_BAD_CRON_APP") == "1":
+    INSTALLED_APPS.append("tests.badcronapp")
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ROOT_URLCONF = "tests.urls"
+STATIC_URL = "static/"
+SECRET_KEY = "django-toosimple-q-tests-not-secret"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USE_TZ = True
+TIME_ZONE = "UTC"
+
+TEST_RUNNER = "tests.runner.CountingRunner"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "django_toosimple_q": {
+            "handlers": ["stderr"],
+            "level": os.environ.get("TOOSIMPLEQ_TEST_LOG_LEVEL", "CRITICAL"),
+        },
+    },
+}

@@ -1,0 +1,1 @@
+"""Tasks and models that the tests queue and inspect."""
