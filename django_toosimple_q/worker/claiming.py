@@ -82,12 +82,17 @@ def claim(worker_id, limit, queue_filter):
 def _claim_sql(limit, queue_filter, lock_clause):
     table = connection.ops.quote_name(TaskExec._meta.db_table)
     queue_sql, queue_params = queue_filter.sql()
-    sql = (
-        f"UPDATE {table} SET state = %s, started = %s, worker_id = %s, dedup_key = NULL "
-        f"WHERE state = %s AND id IN ("
+    select = (
         f"SELECT id FROM {table} WHERE state = %s{queue_sql} "
         f"ORDER BY priority DESC, due, id LIMIT %s{lock_clause}"
-        f") RETURNING {', '.join(CLAIMED_COLUMNS)}"
+    )
+    # PostgreSQL may run an IN (subquery) again for each row it updates, each
+    # run locking other rows, and so claim far more than the limit; the
+    # subquery of ARRAY() runs once.
+    among = f"= ANY(ARRAY({select}))" if connection.vendor == "postgresql" else f"IN ({select})"
+    sql = (
+        f"UPDATE {table} SET state = %s, started = %s, worker_id = %s, dedup_key = NULL "
+        f"WHERE state = %s AND id {among} RETURNING {', '.join(CLAIMED_COLUMNS)}"
     )
     return sql, [States.QUEUED, *queue_params, limit]
 
@@ -136,6 +141,13 @@ def _claimed_task(row):
         if isinstance(values[column], str):
             values[column] = json.loads(values[column])
     return ClaimedTask(**values)
+
+
+def release(ids, worker_id):
+    """Give tasks this worker claimed but will not run back to the queue."""
+    return TaskExec.objects.filter(id__in=ids, state=States.PROCESSING, worker_id=worker_id).update(
+        state=States.QUEUED, started=None, worker=None
+    )
 
 
 def wake_sleeping(queue_filter):

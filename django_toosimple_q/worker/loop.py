@@ -9,6 +9,7 @@ embedded mode decide how a stop is asked for, and call ``stop()``.
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -32,6 +33,8 @@ class Worker:
 
     ``once``: run one task, then stop. ``until_done``: stop when nothing is
     waiting or running. ``max_tasks``: stop after that many tasks.
+    ``stop_with_main_thread``: stop when the main thread ends, as the
+    interpreter begins to exit (embedded mode).
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class Worker:
         max_tasks=None,
         schedules=True,
         grace=None,
+        stop_with_main_thread=False,
     ):
         if threads < 1:
             raise ValueError("threads must be at least 1")
@@ -63,6 +67,7 @@ class Worker:
         self.max_tasks = 1 if once else max_tasks
         self.scheduler = Scheduler(self.queue_filter) if schedules else None
         self.grace = conf.GRACE if grace is None else grace
+        self.stop_with_main_thread = stop_with_main_thread
         self.status = None
         self.exit_code = None
         self._claimed_count = 0
@@ -113,7 +118,8 @@ class Worker:
     # The loop thread.
 
     def _run(self):
-        self._register()
+        if not self._register_when_possible():
+            return
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix=f"toosimpleq-{self.label}")
         listener = self._start_listener()
         wakeup.add_local_worker(self)
@@ -137,6 +143,27 @@ class Worker:
                 listener.join()
             self._record_exit(exit_log)
             connections.close_all()
+
+    def _register_when_possible(self):
+        """Register, waiting for the database (or its tables) as long as needed.
+
+        A worker started with the web server may come up before the
+        database, or before ``migrate`` made its tables: it says so once.
+        """
+        backoff = Backoff(first=1.0, longest=10.0)
+        said = False
+        while not self._stopping.is_set():
+            try:
+                self._register()
+                return True
+            except (DatabaseError, InterfaceError) as error:
+                if not said:
+                    logger.warning("worker %s waits for the database, or for migrate (%s)", self.label, error)
+                    said = True
+                connections.close_all()
+                self._stopping.wait(backoff.next_delay())
+        self.exit_code = 0
+        return False
 
     def _register(self):
         self.status = WorkerStatus.objects.create(
@@ -199,6 +226,9 @@ class Worker:
         # Cleared before looking for work, so that a wake() coming while we
         # look is not lost: the wait below then returns at once.
         self._wake.clear()
+        if self.stop_with_main_thread and not threading.main_thread().is_alive():
+            self.stop()
+            return True
         now = time.monotonic()
         if now >= self._next_heartbeat:
             self._heartbeat()
@@ -208,8 +238,8 @@ class Worker:
             self._next_poll = now + self.tick
         free = min(self.threads - self.running_count, self._budget_left())
         claimed = claiming.claim(self.status.pk, free, self.queue_filter)
-        for task in claimed:
-            self._submit(pool, task)
+        if not self._submit_all(pool, claimed):
+            return True
         if self._done(claimed):
             return True
         if claimed and len(claimed) == free:
@@ -232,12 +262,22 @@ class Worker:
             return self.threads
         return self.max_tasks - self._claimed_count
 
-    def _submit(self, pool, task):
-        self._claimed_count += 1
-        future = pool.submit(self._execute, task)
-        with self._running_lock:
-            self._running[future] = task
-        future.add_done_callback(self._task_done)
+    def _submit_all(self, pool, claimed):
+        """Hand the claimed tasks to the pool; False if it takes no more work."""
+        for position, task in enumerate(claimed):
+            try:
+                future = pool.submit(self._execute, task)
+            except RuntimeError:
+                # The interpreter is exiting and its pools take no more
+                # work: what was claimed goes back to the queue.
+                claiming.release([task.id for task in claimed[position:]], self.status.pk)
+                self.stop()
+                return False
+            self._claimed_count += 1
+            with self._running_lock:
+                self._running[future] = task
+            future.add_done_callback(self._task_done)
+        return True
 
     def _execute(self, task):
         try:
@@ -295,5 +335,8 @@ class Worker:
                 pass  # a thread was slow to come: close this one's anyway
             connections.close_all()
 
-        wait([pool.submit(close_this_threads_connections) for _ in range(self.threads)])
+        try:
+            wait([pool.submit(close_this_threads_connections) for _ in range(self.threads)])
+        except RuntimeError:
+            pass  # the interpreter is exiting: the pool's threads, and their connections, are gone
 
