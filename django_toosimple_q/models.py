@@ -31,20 +31,45 @@ class TaskExecQuerySet(models.QuerySet):
         )
         if task.unique:
             execution.dedup_key = dedup_key(task.name, encoded_args, encoded_kwargs)
+        return execution if _insert_waiting(execution) else False
+
+    def requeue(self, execution, **changes):
+        """Store another run of ``execution``'s call: a retry, a replacement.
+
+        None when its task is unique and the same call already waits: that
+        one stands for this run.
+        """
+        fields = {name: getattr(execution, name) for name in CALL_FIELDS}
+        again = TaskExec(**{**fields, **changes})
+        # The new run waits like a queued call, so it is deduplicated like one.
+        if again.task is not None and again.task.unique:
+            again.dedup_key = dedup_key(again.task_name, again.args, again.kwargs)
+        return again if _insert_waiting(again) else None
+
+
+# What another run of a call copies from the execution it follows.
+CALL_FIELDS = ("task_name", "args", "kwargs", "queue", "priority", "retries", "retry_delay")
+
+
+def _insert_waiting(execution):
+    """Insert a new waiting row; False when the same unique call already waits."""
+    if execution.dedup_key is None:
+        execution.save(force_insert=True)
+    else:
         try:
-            # One transaction for the row and the wake-up, which is sent when
-            # it commits; a savepoint inside the caller's own transaction.
+            # A savepoint, so that the caller's own transaction survives
+            # the refusal.
             with transaction.atomic():
                 execution.save(force_insert=True)
-                if execution.state == TaskExec.States.QUEUED:
-                    wakeup.task_queued(queue)
         except IntegrityError:
-            if execution.dedup_key is None:
-                raise
             # The unique index refused the same call, already waiting: it
             # decides between concurrent callers too.
             return False
-        return execution
+    if execution.state == TaskExec.States.QUEUED:
+        # Inside the caller's transaction the wake-up is sent when it
+        # commits; otherwise the row is committed already.
+        wakeup.task_queued(execution.queue)
+    return True
 
 
 def _check_due(due):

@@ -10,6 +10,7 @@ import functools
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
+from . import serialization
 from .cron import Cron
 
 tasks_registry = {}
@@ -24,7 +25,8 @@ class Task:
 
     def __init__(self, func, *, name=None, queue="default", priority=0, unique=False, retries=0, retry_delay=0):
         self.func = func
-        self.name = name or _default_name(func)
+        # Only None takes the default: an empty name is a mistake to report.
+        self.name = _default_name(func) if name is None else name
         self.queue_name = queue
         self.priority = priority
         self.unique = unique
@@ -114,10 +116,19 @@ class Schedule:
                 f"@schedule must stand above @register_task(): {task!r} is not a registered task"
             )
         self.task = task
-        self.cron = Cron(cron)
         self.name = name or task.name
+        try:
+            self.cron = Cron(cron)
+        except ImproperlyConfigured as error:
+            raise ImproperlyConfigured(f"Schedule {self.name}: {error}") from None
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
+        # Refused here rather than when a worker queues it, where it would
+        # fail at every tick.
+        try:
+            serialization.encode_call(self.args, self.kwargs)
+        except serialization.NotSerializable as error:
+            raise ImproperlyConfigured(f"Schedule {self.name}: {error}") from None
         if last_run is not NOW and last_run is not None and not isinstance(last_run, datetime.datetime):
             raise ImproperlyConfigured(f"Schedule {self.name}: last_run must be None or a datetime, not {last_run!r}")
         self.last_run = last_run

@@ -9,6 +9,7 @@ import datetime
 import decimal
 import json
 import uuid
+import zoneinfo
 
 TAG = "$type"
 
@@ -52,6 +53,9 @@ def encode(value, path="value"):
         return _tagged("dict", encoded) if TAG in encoded else encoded
     # datetime is a date: it must be tested first.
     if isinstance(value, datetime.datetime):
+        if isinstance(value.tzinfo, zoneinfo.ZoneInfo):
+            # An offset alone would lose the zone's DST rules.
+            return _tagged("zoned_datetime", [value.isoformat(), value.tzinfo.key])
         return _tagged("datetime", value.isoformat())
     if isinstance(value, datetime.date):
         return _tagged("date", value.isoformat())
@@ -70,6 +74,7 @@ _DECODERS = {
     "tuple": lambda items: tuple(decode(item) for item in items),
     "dict": lambda mapping: {key: decode(item) for key, item in mapping.items()},
     "datetime": datetime.datetime.fromisoformat,
+    "zoned_datetime": lambda parts: datetime.datetime.fromisoformat(parts[0]).astimezone(zoneinfo.ZoneInfo(parts[1])),
     "date": datetime.date.fromisoformat,
     "time": datetime.time.fromisoformat,
     "timedelta": lambda parts: datetime.timedelta(*parts),

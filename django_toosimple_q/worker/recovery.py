@@ -24,26 +24,24 @@ States = TaskExec.States
 def interrupt(executions, reason):
     """Mark each PROCESSING row of ``executions`` INTERRUPTED and queue it again.
 
-    Returns the replacements queued.
+    Returns the replacements queued: none for a unique task whose same call
+    already waits, since that one stands for it.
     """
     replacements = []
     for execution in executions.filter(state=States.PROCESSING):
         with transaction.atomic():
-            replacement = TaskExec.objects.create(
-                task_name=execution.task_name,
-                args=execution.args,
-                kwargs=execution.kwargs,
-                queue=execution.queue,
-                priority=execution.priority,
-                retries=execution.retries,
-                retry_delay=execution.retry_delay,
-            )
+            replacement = TaskExec.objects.requeue(execution)
             interrupted = TaskExec.objects.filter(
                 pk=execution.pk, state=States.PROCESSING, worker_id=execution.worker_id
             ).update(state=States.INTERRUPTED, finished=timezone.now(), error=reason, replaced_by=replacement)
             if not interrupted:
                 transaction.set_rollback(True)
                 continue
+        if replacement is None:
+            logger.warning(
+                "%s #%s interrupted (%s): the same call already waits", execution.task_name, execution.pk, reason
+            )
+            continue
         logger.warning("%s #%s interrupted (%s): queued again as #%s", execution.task_name, execution.pk, reason, replacement.pk)
         replacements.append(replacement)
     return replacements

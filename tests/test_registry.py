@@ -1,0 +1,148 @@
+"""@register_task: names, options, bad registrations, autodiscovery."""
+
+import subprocess
+import sys
+
+from django.core.exceptions import ImproperlyConfigured
+from django.test import SimpleTestCase
+
+from django_toosimple_q.decorators import register_task
+from django_toosimple_q.registry import Task, tasks_registry
+
+from .helpers import REPO_DIR, worker_env
+
+
+class RegistryTestCase(SimpleTestCase):
+    def register(self, *args, **kwargs):
+        """register_task(*args, **kwargs), unregistered again after the test."""
+        decorator = register_task(*args, **kwargs)
+
+        def register_and_clean_up(func):
+            task = decorator(func)
+            self.addCleanup(tasks_registry.pop, task.name, None)
+            return task
+
+        return register_and_clean_up
+
+
+def module_level():
+    return "module level"
+
+
+def other_module_level():
+    return "other"
+
+
+class RegisterTaskTests(RegistryTestCase):
+    def test_default_name_is_module_and_qualname(self):
+        task = self.register()(module_level)
+        self.assertIsInstance(task, Task)
+        self.assertEqual(task.name, "tests.test_registry.module_level")
+        self.assertIs(tasks_registry["tests.test_registry.module_level"], task)
+
+    def test_name_given_positionally(self):
+        task = self.register("tests.registry.positional")(module_level)
+        self.assertEqual(task.name, "tests.registry.positional")
+        self.assertIs(tasks_registry["tests.registry.positional"], task)
+        self.assertNotIn("tests.test_registry.module_level", tasks_registry)
+
+    def test_every_option_by_keyword(self):
+        task = self.register(
+            name="tests.registry.options", queue="long", priority=-3, unique=True, retries=-1, retry_delay=2.5
+        )(module_level)
+        self.assertEqual(
+            (task.name, task.queue_name, task.priority, task.unique, task.retries, task.retry_delay),
+            ("tests.registry.options", "long", -3, True, -1, 2.5),
+        )
+
+    def test_defaults(self):
+        task = self.register("tests.registry.defaults")(module_level)
+        self.assertEqual(
+            (task.queue_name, task.priority, task.unique, task.retries, task.retry_delay),
+            ("default", 0, False, 0, 0),
+        )
+
+    def test_decorated_function_stays_callable_inline(self):
+        def greet(name, punctuation="!"):
+            """Say hello."""
+            return f"Hello {name} {punctuation}"
+
+        task = self.register("tests.registry.greet")(greet)
+        self.assertEqual(task("John"), "Hello John !")
+        self.assertEqual(task("John", punctuation="?"), "Hello John ?")
+        self.assertEqual(task.__doc__, "Say hello.")
+        self.assertEqual(task.__name__, "greet")
+
+    def test_local_function_without_name_is_a_clear_error(self):
+        def local():
+            pass
+
+        with self.assertRaisesMessage(ImproperlyConfigured, "local scope: give it a name"):
+            register_task()(local)
+        self.assertFalse([name for name in tasks_registry if "local" in name])
+
+    def test_local_function_with_name_is_fine(self):
+        def local():
+            return 42
+
+        task = self.register("tests.registry.local")(local)
+        self.assertEqual(task(), 42)
+
+    def test_two_functions_under_one_name_is_an_error(self):
+        first = self.register("tests.registry.clash")(module_level)
+        with self.assertRaisesMessage(ImproperlyConfigured, "'tests.registry.clash' is already registered"):
+            register_task("tests.registry.clash")(other_module_level)
+        # Not silently overwritten.
+        self.assertIs(tasks_registry["tests.registry.clash"], first)
+        self.assertEqual(tasks_registry["tests.registry.clash"](), "module level")
+
+    def test_same_function_registered_again_replaces_itself(self):
+        # What happens when a module is imported again (a reload).
+        self.register("tests.registry.reloaded")(module_level)
+        again = self.register("tests.registry.reloaded")(module_level)
+        self.assertIs(tasks_registry["tests.registry.reloaded"], again)
+
+    def test_bare_decorator_is_a_clear_error(self):
+        with self.assertRaisesMessage(TypeError, "write @register_task(), not @register_task"):
+            register_task(module_level)
+
+    def test_bad_options_are_refused(self):
+        bad_options = [
+            {"name": ""},
+            {"name": 3},
+            {"queue": ""},
+            {"queue": None},
+            {"priority": "high"},
+            {"priority": 1.5},
+            {"priority": True},
+            {"retries": -2},
+            {"retries": 1.0},
+            {"retry_delay": -1},
+            {"retry_delay": "10"},
+        ]
+        for options in bad_options:
+            with self.subTest(options=options):
+                options.setdefault("name", "tests.registry.bad")
+                with self.assertRaises(ImproperlyConfigured):
+                    register_task(**options)(module_level)
+                self.assertNotIn("tests.registry.bad", tasks_registry)
+
+
+class AutodiscoveryTests(SimpleTestCase):
+    def test_tasks_modules_of_installed_apps_are_imported_at_setup(self):
+        # A fresh process: in this one, the test modules import the tasks too.
+        code = (
+            "import sys, django; django.setup(); "
+            "from django_toosimple_q.registry import tasks_registry; "
+            "print('tests.testapp.tasks' in sys.modules, 'tests.record' in tasks_registry)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO_DIR,
+            env=worker_env(DJANGO_SETTINGS_MODULE="tests.settings"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.split(), ["True", "True"])

@@ -1,0 +1,146 @@
+"""Arguments and results as JSON: faithful round trips, clear refusals."""
+
+import datetime
+import decimal
+import io
+import json
+import uuid
+import zoneinfo
+
+from django.test import TestCase, TransactionTestCase
+
+from django_toosimple_q import serialization
+from django_toosimple_q.models import TaskExec
+from django_toosimple_q.worker import Worker
+
+from .testapp import tasks
+from .testapp.models import Execution
+
+PARIS = zoneinfo.ZoneInfo("Europe/Paris")
+
+# Every supported kind of value, with the ones that JSON alone would change.
+VALUES = {
+    "str": 'héllo "world" \n ☃',
+    "empty str": "",
+    "int": 42,
+    "negative int": -7,
+    "big int": 2**62 + 1,
+    "float": 0.1,
+    "float exponent": 1.5e-300,
+    "true": True,
+    "false": False,
+    "none": None,
+    "list": [1, "two", [3.0]],
+    "empty list": [],
+    "dict": {"a": 1, "b": [None, {"c": "d"}]},
+    "empty dict": {},
+    "tuple": (1, "two", (3, 4)),
+    "empty tuple": (),
+    "aware datetime": datetime.datetime(2024, 3, 31, 2, 30, 15, 123456, tzinfo=datetime.timezone.utc),
+    "aware datetime, Paris": datetime.datetime(2024, 7, 14, 9, 0, tzinfo=PARIS),
+    "naive datetime": datetime.datetime(2024, 1, 2, 3, 4, 5, 6),
+    "date": datetime.date(1999, 12, 31),
+    "time": datetime.time(23, 59, 58, 999999),
+    "aware time": datetime.time(8, 30, tzinfo=datetime.timezone(datetime.timedelta(hours=-5))),
+    "timedelta": datetime.timedelta(days=-1, seconds=5, microseconds=7),
+    "decimal": decimal.Decimal("1.10"),
+    "big decimal": decimal.Decimal("-123456789012345678901234567890.000000001"),
+    "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    "dict with a $type key": {"$type": "datetime", "value": "not a datetime"},
+    "nested": {"when": [datetime.date(2020, 2, 29), (decimal.Decimal("0"), uuid.UUID(int=0))]},
+}
+
+
+def same_value(test, expected, actual):
+    """assertEqual, also comparing types and time zones, recursively."""
+    test.assertIs(type(actual), type(expected), f"{actual!r} is not {expected!r}")
+    test.assertEqual(actual, expected)
+    if isinstance(expected, (list, tuple)):
+        for expected_item, actual_item in zip(expected, actual):
+            same_value(test, expected_item, actual_item)
+    elif isinstance(expected, dict):
+        for key in expected:
+            same_value(test, expected[key], actual[key])
+    elif isinstance(expected, (datetime.datetime, datetime.time)):
+        test.assertEqual(actual.utcoffset(), expected.utcoffset())
+    elif isinstance(expected, decimal.Decimal):
+        test.assertEqual(str(actual), str(expected))  # the precision too
+
+
+class EncodeTests(TestCase):
+    def test_values_round_trip_through_json_text(self):
+        for label, value in VALUES.items():
+            with self.subTest(label):
+                text = json.dumps(serialization.encode(value))
+                same_value(self, value, serialization.decode(json.loads(text)))
+
+    def test_a_zoned_datetime_keeps_its_zone(self):
+        # With its zone, not just its offset, arithmetic across DST stays right.
+        paris = zoneinfo.ZoneInfo("Europe/Paris")
+        before_spring_forward = datetime.datetime(2026, 3, 28, 12, 0, tzinfo=paris)
+        decoded = serialization.decode(json.loads(json.dumps(serialization.encode(before_spring_forward))))
+        self.assertEqual(decoded, before_spring_forward)
+        self.assertEqual(decoded.tzinfo, paris)
+        self.assertEqual((decoded + datetime.timedelta(days=1)).utcoffset(), datetime.timedelta(hours=2))
+
+    def test_plain_json_is_stored_as_it_is(self):
+        # Readable in the admin, and usable by anything that reads the table.
+        value = {"a": [1, 2.5, "x", None, True]}
+        self.assertEqual(serialization.encode(value), value)
+
+    def test_refused_values_name_their_place_and_type(self):
+        cases = [
+            ({1, 2}, "value of type set"),
+            (frozenset(), "value of type frozenset"),
+            (b"bytes", "value of type bytes"),
+            (float("nan"), "value of type float"),
+            (float("inf"), "value of type float"),
+            ([1, object()], "value[1] of type object"),
+            ({"a": {"b": lambda: 1}}, "value['a']['b'] of type function"),
+            ({1: "int key"}, "key 1 of value of type int"),
+            ((1, {2}), "value[1] of type set"),
+        ]
+        for value, message in cases:
+            with self.subTest(message):
+                with self.assertRaisesMessage(TypeError, message):
+                    serialization.encode(value)
+
+
+class QueueArgumentsTests(TestCase):
+    def test_arguments_round_trip_through_the_database(self):
+        for label, value in VALUES.items():
+            with self.subTest(label):
+                execution = tasks.echo.queue(value, other=value)
+                stored = TaskExec.objects.get(pk=execution.pk)
+                same_value(self, [value], stored.call_args)
+                same_value(self, {"other": value}, stored.call_kwargs)
+
+    def test_unstorable_arguments_are_refused_by_name_and_nothing_is_stored(self):
+        cases = [
+            ((Execution(key="instance"),), {}, "argument 0 of type Execution"),
+            ((1, {1, 2}), {}, "argument 1 of type set"),
+            ((), {"handle": io.StringIO("file")}, "argument 'handle' of type StringIO"),
+            ((), {"callback": lambda: None}, "argument 'callback' of type function"),
+            ((), {"options": {"nested": [{3}]}}, "argument 'options'['nested'][0] of type set"),
+        ]
+        for args, kwargs, message in cases:
+            with self.subTest(message):
+                with self.assertRaisesMessage(TypeError, message):
+                    tasks.echo.queue(*args, **kwargs)
+        self.assertFalse(TaskExec.objects.exists())
+
+    def test_refused_argument_of_a_unique_task_stores_nothing(self):
+        with self.assertRaisesMessage(TypeError, "argument 0 of type set"):
+            tasks.unique.queue({1})
+        self.assertFalse(TaskExec.objects.exists())
+
+
+class ResultTests(TransactionTestCase):
+    def test_results_round_trip(self):
+        executions = {label: tasks.echo.queue(value) for label, value in VALUES.items()}
+        Worker(threads=2, until_done=True, schedules=False).run()
+        for label, value in VALUES.items():
+            with self.subTest(label):
+                execution = TaskExec.objects.get(pk=executions[label].pk)
+                self.assertEqual(execution.state, TaskExec.States.SUCCEEDED, execution.error)
+                same_value(self, value, execution.return_value)
