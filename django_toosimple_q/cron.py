@@ -10,7 +10,7 @@ the change, so it runs once, late by the change (02:30 runs at 03:30).
 import datetime
 from collections import deque
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
@@ -40,6 +40,12 @@ class Cron:
                 f"invalid cron {expression!r}: expected 5 fields (minute hour day month weekday), "
                 f"an optional 6th for seconds, one of {', '.join(ALIASES)}, or {MANUAL!r}"
             )
+        # A valid syntax can name a day that never comes (February 30th):
+        # croniter only says so when asked for an occurrence, in the worker.
+        try:
+            croniter(expression).get_next()
+        except CroniterBadDateError:
+            return f"invalid cron {expression!r}: it never occurs"
         return None
 
     @property
@@ -91,10 +97,14 @@ def _wall_clock(moment):
 def _aware(wall_time):
     """A naive wall time in the current time zone as a datetime to store.
 
+    The result is in UTC: Python compares two datetimes sharing a tzinfo on
+    their wall clocks, ignoring their offsets, so that across a DST change
+    two of them could be one instant and still not compare equal.
     With USE_TZ = False datetimes are stored naive, in local time.
     """
     if not settings.USE_TZ:
         return wall_time
     # fold=0: a repeated wall time is its first occurrence; a skipped one
     # lands after the gap.
-    return wall_time.replace(tzinfo=timezone.get_current_timezone(), fold=0)
+    local = wall_time.replace(tzinfo=timezone.get_current_timezone(), fold=0)
+    return local.astimezone(datetime.timezone.utc)

@@ -1,0 +1,75 @@
+"""System checks: run by ``manage.py check`` and before every worker starts.
+
+An invalid cron needs none: it raises ImproperlyConfigured when its tasks.py
+is imported, so no schedule in the registry can hold one.
+"""
+
+import re
+
+from django.conf import settings
+from django.core import checks
+from django.db import connection
+
+from . import conf
+
+
+def check_catch_up_limit(app_configs, **kwargs):
+    """TOOSIMPLEQ_CATCH_UP_LIMIT must be a positive integer.
+
+    Any other value would make every worker's scheduler fail at each tick
+    once a catch_up schedule has missed an occurrence.
+    """
+    limit = conf.CATCH_UP_LIMIT
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1:
+        return []
+    return [
+        checks.Error(
+            f"TOOSIMPLEQ_CATCH_UP_LIMIT must be a positive integer, not {limit!r}",
+            hint="It is the most missed occurrences a catch_up schedule queues at once (default 1000).",
+            id="toosimpleq.E001",
+        )
+    ]
+
+
+def check_embedded_sqlite(app_configs, **kwargs):
+    """Embedded mode on SQLite wants WAL, IMMEDIATE transactions and a timeout.
+
+    The embedded threads claim and finish tasks while the server's requests
+    write: without them, either side may fail with "database is locked".
+    """
+    if not conf.EMBEDDED or connection.vendor != "sqlite":
+        return []
+    options = connection.settings_dict.get("OPTIONS", {})
+    missing = []
+    if not re.search(r"journal_mode\s*=\s*'?wal", options.get("init_command", ""), re.IGNORECASE):
+        missing.append('WAL ("PRAGMA journal_mode=WAL" in init_command)')
+    if str(options.get("transaction_mode", "")).upper() not in ("IMMEDIATE", "EXCLUSIVE"):
+        missing.append('transaction_mode "IMMEDIATE"')
+    if "timeout" not in options:
+        missing.append("a timeout")
+    if not missing:
+        return []
+    return [
+        checks.Warning(
+            f"TOOSIMPLEQ_EMBEDDED on SQLite without {', '.join(missing)}: requests and the embedded "
+            'worker may fail with "database is locked"',
+            hint='Set DATABASES["default"]["OPTIONS"] to {"init_command": "PRAGMA journal_mode=WAL; '
+            'PRAGMA synchronous=NORMAL;", "transaction_mode": "IMMEDIATE", "timeout": 20}.',
+            id="toosimpleq.W001",
+        )
+    ]
+
+
+def check_embedded_debug(app_configs, **kwargs):
+    """In production, embedded mode runs as many workers as there are server processes."""
+    if not conf.EMBEDDED or settings.DEBUG:
+        return []
+    return [
+        checks.Warning(
+            "TOOSIMPLEQ_EMBEDDED runs a worker in each server process: N processes (gunicorn --workers N) "
+            "run N workers of TOOSIMPLEQ_EMBEDDED_THREADS threads, each with its own database connections",
+            hint="Size the database's connections for them, or run manage.py worker instead; "
+            'SILENCED_SYSTEM_CHECKS = ["toosimpleq.W002"] hides this warning.',
+            id="toosimpleq.W002",
+        )
+    ]

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BadCronAppConfig(AppConfig):
+    name = "tests.badcronapp"
+    label = "badcronapp"

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ScheduleAppConfig(AppConfig):
+    name = "tests.scheduleapp"
+    label = "scheduleapp"
