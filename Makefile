@@ -13,7 +13,7 @@ RUN_ARGS ?=
 
 PACKAGING := setup.cfg pyproject.toml
 
-.PHONY: test test-django52 demo clean
+.PHONY: test test-django52 chaos demo clean
 
 test: .venv/.installed
 	.venv/bin/python tests/run.py $(RUN_ARGS)
@@ -21,10 +21,15 @@ test: .venv/.installed
 test-django52: .venv-django52/.installed
 	.venv-django52/bin/python tests/run.py $(RUN_ARGS)
 
+# The long chaos scenarios, and their table: make chaos RUN_ARGS="--db postgres -k kill"
+chaos: .venv/.installed
+	.venv/bin/python -m chaos $(RUN_ARGS)
+
+# runserver alone: the demo runs its tasks in embedded mode.
 demo: .venv/.installed
 	.venv/bin/python manage.py migrate
-	.venv/bin/python manage.py queue_demo_tasks
-	.venv/bin/python manage.py worker --threads 4
+	.venv/bin/python manage.py create_demo_admin
+	.venv/bin/python manage.py runserver
 
 .venv/.installed: $(PACKAGING)
 	test -x .venv/bin/python || $(PYTHON) -m venv .venv

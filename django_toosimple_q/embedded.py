@@ -23,8 +23,8 @@ import threading
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 
 from . import conf
-from .models import default_label
-from .worker import Worker
+from .models import WorkerStatus, default_label
+from .worker import Worker, exit_leaving_task_threads
 
 logger = logging.getLogger("django_toosimple_q")
 
@@ -50,13 +50,18 @@ def start():
 
 
 def stop(grace=None):
-    """Stop the embedded worker: running tasks get ``grace`` seconds (TOOSIMPLEQ_GRACE)."""
+    """Stop the embedded worker: running tasks get ``grace`` seconds (TOOSIMPLEQ_GRACE).
+
+    Returns the worker's exit code (None when none was running): 77 when
+    tasks outlived the grace period and were queued again.
+    """
     global _worker
     with _lock:
         worker, _worker = _worker, None
-    if worker is not None:
-        worker.stop(grace)
-        worker.join()
+    if worker is None:
+        return None
+    worker.stop(grace)
+    return worker.join()
 
 
 def start_if_serving(argv=None):
@@ -92,9 +97,11 @@ def _building_server_application():
 def _stop_gracefully_on_sigterm():
     """Let running tasks finish when a server that does not handle SIGTERM gets one.
 
-    runserver leaves SIGTERM to its default, which kills the process on the
-    spot; servers with their own handler (gunicorn...) are left alone: they
-    exit through the interpreter's shutdown, which stops the worker too.
+    ``runserver --noreload`` (and waitress...) leave SIGTERM to its default,
+    which kills the process on the spot. Servers with their own handler
+    (gunicorn, and the autoreloader's, set after this) are left alone: they
+    exit through the interpreter's shutdown, which waits for running tasks
+    and then stops the worker (atexit).
     """
     if threading.current_thread() is not threading.main_thread():
         return
@@ -103,7 +110,10 @@ def _stop_gracefully_on_sigterm():
 
     def stop_then_exit(signum, frame):
         logger.info("SIGTERM: stopping the embedded worker")
-        stop()
+        if stop() == WorkerStatus.INTERRUPTED_EXIT_CODE:
+            # The tasks that outlived the grace period are queued again, but
+            # their threads still run, and a normal exit would wait for them.
+            exit_leaving_task_threads(0)
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop_then_exit)

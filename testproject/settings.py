@@ -60,6 +60,9 @@ DATABASES = {
     }
 }
 
+# The tasks run in the server's process: `manage.py runserver` is all the demo needs.
+TOOSIMPLEQ_EMBEDDED = True
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 TIME_ZONE = "Europe/Paris"

@@ -1,4 +1,10 @@
 from django.contrib import admin
 from django.urls import path
 
-urlpatterns = [path("admin/", admin.site.urls)]
+from .demo import views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("queue/", views.queue, name="queue"),
+    path("admin/", admin.site.urls),
+]

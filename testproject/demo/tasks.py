@@ -24,3 +24,12 @@ def flaky():
     if random.random() < 0.7:
         raise RuntimeError("this one fails 70% of the time, and is tried again")
     return "lucky"
+
+
+def queue_demo_tasks():
+    """Queue a few of each; returns their executions."""
+    return [
+        *(say_hello.queue(name) for name in ("John", "Jane", "the world")),
+        *(take_your_time.queue(seconds) for seconds in (1, 2, 3)),
+        flaky.queue(),
+    ]
