@@ -3,6 +3,7 @@
     with PostgresCluster() as pg:
         connect(host=pg.host, port=pg.port, user=pg.user, dbname="postgres")
         pg.restart(mode="immediate")   # chaos tests: the server goes away
+        # in another process (a test): PostgresCluster.attach(datadir, port)
 
 The cluster lives in a temporary directory, listens on a free port of
 127.0.0.1 only, trusts every local connection, and is tuned for speed rather
@@ -95,6 +96,20 @@ class PostgresCluster:
         self.datadir = None
         self._root = None
         self._account = _unprivileged_account()
+
+    @classmethod
+    def attach(cls, datadir, port, bindir=None):
+        """The running cluster of another process, to stop, start or restart it.
+
+        tests/run.py makes the cluster and passes its datadir to the tests,
+        which restart it under the workers' feet. Its maker deletes it: do
+        not close() an attached cluster.
+        """
+        cluster = cls(bindir)
+        cluster._root = os.path.dirname(datadir)
+        cluster.datadir = datadir
+        cluster.port = port
+        return cluster
 
     def __enter__(self):
         try:

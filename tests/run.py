@@ -114,6 +114,9 @@ def run_postgres(test_args):
                 "TOOSIMPLEQ_PG_HOST": cluster.host,
                 "TOOSIMPLEQ_PG_PORT": str(cluster.port),
                 "TOOSIMPLEQ_PG_USER": cluster.user,
+                # For the chaos tests, which restart the server (PostgresCluster.attach).
+                "TOOSIMPLEQ_PG_DATADIR": cluster.datadir,
+                "TOOSIMPLEQ_PG_BINDIR": cluster.bindir,
             },
         )
 

@@ -21,6 +21,12 @@ TOOSIMPLEQ_TEST_SCHEDULE_APP
 TOOSIMPLEQ_TEST_BAD_CRON_APP
                             "1" installs tests.badcronapp, a schedule with an
                             invalid cron, for the `manage.py check` test.
+TOOSIMPLEQ_TEST_CHAOS_APP   "1" installs tests.chaosapp, the tasks and schedule
+                            of the chaos scenarios' worker subprocesses.
+TOOSIMPLEQ_TEST_HEARTBEAT, TOOSIMPLEQ_TEST_WORKER_TIMEOUT
+                            TOOSIMPLEQ_HEARTBEAT and TOOSIMPLEQ_WORKER_TIMEOUT,
+                            short for the chaos tests' worker subprocesses, so
+                            that dead workers are found in seconds.
 """
 
 import os
@@ -80,6 +86,13 @@ if os.environ.get("TOOSIMPLEQ_TEST_SCHEDULE_APP") == "1":
     INSTALLED_APPS.append("tests.scheduleapp")
 if os.environ.get("TOOSIMPLEQ_TEST_BAD_CRON_APP") == "1":
     INSTALLED_APPS.append("tests.badcronapp")
+if os.environ.get("TOOSIMPLEQ_TEST_CHAOS_APP") == "1":
+    INSTALLED_APPS.append("tests.chaosapp")
+
+if "TOOSIMPLEQ_TEST_HEARTBEAT" in os.environ:
+    TOOSIMPLEQ_HEARTBEAT = float(os.environ["TOOSIMPLEQ_TEST_HEARTBEAT"])
+if "TOOSIMPLEQ_TEST_WORKER_TIMEOUT" in os.environ:
+    TOOSIMPLEQ_WORKER_TIMEOUT = float(os.environ["TOOSIMPLEQ_TEST_WORKER_TIMEOUT"])
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -115,7 +128,9 @@ TEST_RUNNER = "tests.runner.CountingRunner"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    # The level on each line: tests read workers' logs for errors.
+    "formatters": {"levelled": {"format": "%(levelname)s %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "levelled"}},
     "loggers": {
         "django_toosimple_q": {
             "handlers": ["stderr"],

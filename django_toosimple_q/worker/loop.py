@@ -58,6 +58,8 @@ class Worker:
             raise ValueError("give the queues to serve or the queues to exclude, not both")
         if tick <= 0:
             raise ValueError("tick must be a positive number of seconds")
+        if max_tasks is not None and max_tasks < 1:
+            raise ValueError("max_tasks must be at least 1")
         self.threads = threads
         self.queue_filter = QueueFilter(tuple(queues), tuple(excluded_queues))
         self.tick = tick
@@ -248,8 +250,11 @@ class Worker:
         return False
 
     def _heartbeat(self):
-        WorkerStatus.objects.filter(pk=self.status.pk).update(last_tick=timezone.now())
+        self._beat()
         recovery.reap_dead_workers()
+
+    def _beat(self):
+        WorkerStatus.objects.filter(pk=self.status.pk).update(last_tick=timezone.now())
 
     def _poll(self):
         """What is done once a tick rather than at each claim."""
@@ -308,7 +313,8 @@ class Worker:
         if not self._stopping.is_set():  # the loop ends by itself only when nothing runs
             return 0
         while self.running_count and time.monotonic() < self._grace_deadline:
-            self._wake.wait(timeout=min(1.0, max(0.0, self._grace_deadline - time.monotonic())))
+            self._beat_while_stopping()
+            self._wake.wait(timeout=min(conf.HEARTBEAT, max(0.0, self._grace_deadline - time.monotonic())))
             self._wake.clear()
         with self._running_lock:
             unfinished = [task.id for task in self._running.values()]
@@ -318,6 +324,15 @@ class Worker:
         executions = TaskExec.objects.filter(pk__in=unfinished, worker_id=self.status.pk)
         recovery.interrupt(executions, reason="its worker stopped before it finished")
         return WorkerStatus.INTERRUPTED_EXIT_CODE
+
+    def _beat_while_stopping(self):
+        """Go on beating through the grace period, lest the running tasks be taken for orphans."""
+        try:
+            self._beat()
+        except (DatabaseError, InterfaceError) as error:
+            # The tasks may still end and store their outcome once it is back.
+            logger.warning("worker %s: database error while stopping (%s)", self.label, error)
+            connections.close_all()
 
     def _close_pool_connections(self, pool):
         """Close the connection of every pool thread.
@@ -340,3 +355,16 @@ class Worker:
         except RuntimeError:
             pass  # the interpreter is exiting: the pool's threads, and their connections, are gone
 
+
+
+def exit_leaving_task_threads(exit_code):
+    """End the process now, without waiting for the threads of running tasks.
+
+    The interpreter's normal exit joins the pool's threads. Once their tasks
+    are INTERRUPTED and queued again (or left to the other workers' reaping),
+    waiting for them would only delay the exit, or run them twice.
+    """
+    logging.shutdown()  # flushes the log, as a normal exit would
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)

@@ -1,12 +1,14 @@
 import logging
 import signal
-import sys
+import threading
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ...worker import Worker
+from ...worker import Worker, exit_leaving_task_threads
 
 LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO}
+
+logger = logging.getLogger("django_toosimple_q")
 
 
 class Command(BaseCommand):
@@ -48,7 +50,9 @@ class Command(BaseCommand):
         self._stop_on_signals(worker)
         exit_code = worker.run()
         if exit_code:
-            sys.exit(exit_code)
+            # After 77 (the grace period ended) or 99 (the loop crashed),
+            # tasks may still run on threads a normal exit would wait for.
+            exit_leaving_task_threads(exit_code)
 
     def _stop_on_signals(self, worker):
         """The first SIGTERM or Ctrl-C stops gracefully; a second one skips the grace."""
@@ -57,7 +61,17 @@ class Command(BaseCommand):
         def ask_to_stop(signum, frame):
             nonlocal stops_asked
             stops_asked += 1
-            worker.stop(grace=0 if stops_asked > 1 else None)
+            # Not stop() here: a handler runs in the main thread, the loop's,
+            # maybe while it holds the lock of an Event that stop() sets.
+            grace = 0 if stops_asked > 1 else None
+            threading.Thread(target=stop, args=(grace,), name="toosimpleq-stop", daemon=True).start()
+
+        def stop(grace):
+            if grace == 0:
+                logger.warning("stopping at once: tasks still running are interrupted")
+            else:
+                logger.info("stopping: running tasks get %ss to finish; a second signal stops at once", worker.grace)
+            worker.stop(grace=grace)
 
         for name in ("SIGINT", "SIGTERM", "SIGBREAK"):  # SIGBREAK: Ctrl-Break on Windows
             if hasattr(signal, name):
@@ -72,3 +86,4 @@ class Command(BaseCommand):
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(LOG_LEVELS.get(verbosity, logging.DEBUG))
+

@@ -1,0 +1,146 @@
+"""Nothing lost, with real worker processes killed, stopped and cut off from
+their database.
+
+The scenarios are in tests/chaos.py, run here at their short size (the long
+one: ``python -m chaos``). Those that need PostgreSQL skip on SQLite, and the
+SQLite one skips on PostgreSQL. Their checks are counts and states, not
+timings, so that a loaded machine only makes them slower.
+"""
+
+import signal
+import tempfile
+from pathlib import Path
+from unittest import skipUnless
+
+from django.db import connection
+from django.test import TransactionTestCase
+
+from django_toosimple_q.models import TaskExec
+
+from . import chaos
+from .helpers import wait_for
+
+States = TaskExec.States
+ON_POSTGRESQL = connection.vendor == "postgresql"
+
+
+class ChaosTestCase(TransactionTestCase):
+    def setUp(self):
+        # The workers' logs, and the files that tasks wait for.
+        log_dir = tempfile.TemporaryDirectory(prefix="toosimpleq-chaos-")
+        self.addCleanup(log_dir.cleanup)
+        self.log_dir = log_dir.name
+
+    def queue_hold(self, key, gate):
+        """Queue chaos.hold(key, gate): it waits until the file ``gate`` exists."""
+        return TaskExec.objects.create(task_name="chaos.hold", args=[key, str(gate)], queue="chaos")
+
+    def run_scenario(self, name):
+        return chaos.run(name, self.log_dir)
+
+    def assert_nothing_lost(self, outcome):
+        """Every task SUCCEEDED once, nothing is left running or waiting, no worker went wrong."""
+        self.assertEqual(outcome.problems, [], outcome)
+        self.assertEqual((outcome.lost, outcome.double_successes, outcome.stuck), (0, 0, 0), outcome)
+
+    def cluster(self):
+        cluster = chaos.attached_cluster()
+        if cluster is None:
+            self.skipTest("needs the PostgreSQL cluster of tests/run.py, to stop and restart it")
+        return cluster
+
+
+class KillTests(ChaosTestCase):
+    @skipUnless(ON_POSTGRESQL, "PostgreSQL: SKIP LOCKED claiming among many processes")
+    def test_workers_killed_with_sigkill_lose_nothing(self):
+        outcome = self.run_scenario("kill -9")
+        self.assert_nothing_lost(outcome)
+        self.assertGreater(outcome.kills, 0, outcome)
+        # Only a task running at a kill may have run twice.
+        self.assertLessEqual(outcome.duplicated, outcome.in_flight, outcome)
+
+    @skipUnless(ON_POSTGRESQL, "PostgreSQL: many schedulers at once")
+    def test_schedulers_killed_queue_each_due_time_once(self):
+        outcome = self.run_scenario("schedules")
+        self.assertEqual(outcome.problems, [], outcome)
+        self.assertEqual((outcome.lost, outcome.duplicated), (0, 0), outcome)
+        # From the first due time to the end of the kills.
+        self.assertGreaterEqual(outcome.tasks, chaos.sizes("schedules")["seconds"] - 1, outcome)
+        self.assertTrue(outcome.facts["last due queued"], outcome)
+
+
+class StopTests(ChaosTestCase):
+    def test_sigterm_lets_tasks_end_within_the_grace_and_requeues_the_others(self):
+        outcome = self.run_scenario("sigterm")
+        sizes = chaos.sizes("sigterm")
+        self.assertEqual(outcome.facts["exit code"], 77, outcome)
+        self.assertEqual(
+            outcome.facts["states"],
+            {"within SUCCEEDED": sizes["within"], "beyond INTERRUPTED": sizes["beyond"]},
+        )
+        self.assertEqual(outcome.facts["run again by the other worker"], sizes["beyond"], outcome)
+        self.assert_nothing_lost(outcome)
+        self.assertEqual(outcome.duplicated, 0, outcome)
+
+    def test_a_second_sigterm_skips_the_grace(self):
+        execution = self.queue_hold("held", Path(self.log_dir) / "never")
+        with chaos.Workers("twice", self.log_dir, "--queue", "chaos", "--tick", "0.1") as pool:
+            label = pool.start("--grace", "600")
+            wait_for(lambda: TaskExec.objects.get(pk=execution.pk).state == States.PROCESSING, timeout=120)
+            worker = pool.processes[label]
+            worker.send_signal(signal.SIGTERM)
+            # Two signals sent together could make one: the second one waits
+            # for the first to be seen.
+            wait_for(lambda: "stopping: running tasks get 600.0s" in pool.log(label), timeout=60)
+            worker.send_signal(signal.SIGTERM)
+            self.assertEqual(worker.wait(timeout=60), 77)
+        interrupted = TaskExec.objects.get(pk=execution.pk)
+        self.assertEqual(interrupted.state, States.INTERRUPTED)
+        self.assertEqual(interrupted.replaced_by.state, States.QUEUED)
+
+
+class DatabaseOutageTests(ChaosTestCase):
+    @skipUnless(ON_POSTGRESQL, "restarts the PostgreSQL server")
+    def test_workers_survive_postgresql_restarts(self):
+        self.cluster()
+        outcome = self.run_scenario("postgres restart")
+        self.assert_nothing_lost(outcome)
+        self.assertEqual(outcome.facts["workers alive"], chaos.sizes("postgres restart")["workers"], outcome)
+
+    @skipUnless(ON_POSTGRESQL, "stops the PostgreSQL server")
+    def test_an_outcome_reached_while_the_database_is_away_is_stored_when_it_is_back(self):
+        cluster = self.cluster()
+        gate = Path(self.log_dir) / "gate"
+        # Without a key, chaos.hold touches no database: it can end while it is away.
+        execution = self.queue_hold(None, gate)
+        with chaos.Workers("outage", self.log_dir, "--queue", "chaos", "--tick", "0.1") as pool:
+            label = pool.start()
+            wait_for(lambda: TaskExec.objects.get(pk=execution.pk).state == States.PROCESSING, timeout=120)
+            cluster.stop(mode="fast")
+            connection.close()
+            try:
+                gate.touch()
+                wait_for(lambda: "could not store the outcome of chaos.hold" in pool.log(label), timeout=60)
+            finally:
+                cluster.start()
+            wait_for(lambda: TaskExec.objects.get(pk=execution.pk).state == States.SUCCEEDED, timeout=120)
+            # The worker carries on.
+            after = self.queue_hold("after", gate)
+            wait_for(lambda: TaskExec.objects.get(pk=after.pk).state == States.SUCCEEDED, timeout=120)
+            exit_codes = pool.stop()
+            self.assertIn("database error", pool.log(label))
+            self.assertEqual(pool.problems(exit_codes), [])
+        self.assertEqual(TaskExec.objects.get(pk=execution.pk).result, "done")
+
+
+class SqliteTests(ChaosTestCase):
+    @skipUnless(connection.vendor == "sqlite", "SQLite: its one writer at a time")
+    def test_workers_and_a_busy_writer_share_sqlite(self):
+        outcome = self.run_scenario("sqlite writers")
+        self.assert_nothing_lost(outcome)
+        self.assertEqual(outcome.facts["locked at ERROR"], 0, outcome)
+        # Each task run once: no worker was taken for dead, nothing failed.
+        self.assertEqual(
+            (outcome.duplicated, outcome.facts["interrupted"], outcome.facts["failed"]), (0, 0, 0), outcome
+        )
+        self.assertGreater(outcome.facts["rows written meanwhile"], 0, outcome)
