@@ -10,12 +10,13 @@ import logging
 import time
 import traceback
 
-from django.db import DatabaseError, InterfaceError, connections, transaction
+from django.db import DatabaseError, DataError, InterfaceError, connections, transaction
 from django.utils import timezone
 
 from .. import serialization
 from ..models import TaskExec
 from ..registry import tasks_registry
+from . import claiming
 from .backoff import Backoff
 from .capture import captured_output
 
@@ -52,11 +53,22 @@ def execute(claimed, worker_id, give_up=lambda: True):
 
 
 def _store(store, claimed, worker_id, give_up, **outcome):
-    """``store(claimed, worker_id, **outcome)``, through database outages."""
+    """``store(claimed, worker_id, **outcome)``, through database outages.
+
+    An outcome the database refuses (PostgreSQL holds no NUL character) is
+    replaced by a failure that says why: storing it again would not help.
+    """
     backoff = Backoff()
+    refused = False
     while True:
         try:
             return store(claimed, worker_id, **outcome)
+        except DataError as error:
+            if refused:
+                raise
+            refused = True
+            logger.error("the database refused the outcome of %s #%s (%s)", claimed.task_name, claimed.id, error)
+            outcome = {"state": States.FAILED, "error": f"The outcome of the task could not be stored: {error}"}
         except (DatabaseError, InterfaceError) as error:
             if give_up():
                 raise
@@ -87,9 +99,7 @@ def _preview(value):
 
 
 def _finish(claimed, worker_id, **outcome):
-    finished = TaskExec.objects.filter(pk=claimed.id, state=States.PROCESSING, worker_id=worker_id).update(
-        finished=timezone.now(), **outcome
-    )
+    finished = claiming.finish(claimed.id, worker_id, {"finished": timezone.now(), **outcome})
     if not finished:
         logger.warning("%s #%s was taken from this worker before it finished", claimed.task_name, claimed.id)
     return finished
@@ -100,12 +110,9 @@ def _finish_and_retry(claimed, worker_id, **outcome):
     delay = claimed.retry_delay
     now = timezone.now()
     with transaction.atomic():
-        retry = TaskExec.objects.create(
-            task_name=claimed.task_name,
-            args=claimed.args,
-            kwargs=claimed.kwargs,
-            queue=claimed.queue,
-            priority=claimed.priority,
+        # None (no retry) when a unique task's same call already waits.
+        retry = TaskExec.objects.requeue(
+            claimed,
             state=States.SLEEPING if delay else States.QUEUED,
             due=now + datetime.timedelta(seconds=delay),
             retries=claimed.retries - 1 if claimed.retries > 0 else -1,

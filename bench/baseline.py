@@ -1,0 +1,160 @@
+"""The baseline: the engine's method in plain DB-API, with no Django.
+
+    python -m bench.baseline --threads 8 [--serve] [--tick 1.0]
+
+One loop thread claims at most as many tasks as it has free threads, with one
+UPDATE ... RETURNING per batch (the statement of worker/claiming.py); a
+ThreadPoolExecutor runs them, each thread on its own connection, and stores
+each outcome with one fenced UPDATE. That is the least work the method
+allows: the engine's figures are measured against it.
+
+Without --serve it drains the table and exits, printing {"started": EPOCH},
+when its loop started (before connecting, as the engine's clock does). With
+--serve it prints "ready" and waits for work until SIGTERM: on PostgreSQL it
+LISTENs for the enqueuer's NOTIFY; on SQLite it polls once a tick.
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from bench import rows
+from bench.database import Database
+
+FINISH = (
+    f"UPDATE {rows.TASKS} SET state = 'SUCCEEDED', finished = %s, result = %s, result_preview = %s, "
+    f"stdout = '', stderr = '' WHERE id = %s AND state = 'PROCESSING' AND worker_id = %s"
+)
+
+# The task bodies, by name: what the engine's registry would run.
+BODIES = {rows.NOOP: lambda: None, rows.STAMP: time.time}
+
+
+def claim_sql(db):
+    """The engine's claim statement (worker/claiming.py), parameters: started, worker_id, limit."""
+    select = f"SELECT id FROM {rows.TASKS} WHERE state = 'QUEUED' ORDER BY priority DESC, due, id LIMIT %s"
+    if db.vendor == "postgres":
+        # As in the engine: the subquery of ARRAY() runs once, where PostgreSQL
+        # may run an IN (subquery) again per row, locking and claiming more.
+        among = f"= ANY(ARRAY({select} FOR UPDATE SKIP LOCKED))"
+    else:
+        among = f"IN ({select})"
+    return (
+        f"UPDATE {rows.TASKS} SET state = 'PROCESSING', started = %s, worker_id = %s, dedup_key = NULL "
+        f"WHERE state = 'QUEUED' AND id {among} RETURNING id, task_name, args, kwargs"
+    )
+
+
+def explain_claim(db, connection):
+    """The query plan of the claim, one line per step."""
+    params = [db.now(), None, 8]
+    if db.vendor == "sqlite":
+        return [row[-1] for row in db.execute(connection, "EXPLAIN QUERY PLAN " + claim_sql(db), params)]
+    return [row[0] for row in db.execute(connection, "EXPLAIN " + claim_sql(db), params)]
+
+
+class Baseline:
+    def __init__(self, db, threads, serve, tick):
+        self.db = db
+        self.threads = threads
+        self.serve = serve
+        self.tick = tick
+        self.stopping = threading.Event()
+        self.task_done = threading.Event()
+        self.running = 0
+        self.running_lock = threading.Lock()
+        self.local = threading.local()
+        self.error = None
+        self.worker_id = None
+        self.claim_sql = claim_sql(db)
+
+    def run(self):
+        connection = self.db.connect()
+        # The engine's claim fills in worker_id, whose foreign key check is part
+        # of its cost: borrow the row of the engine's last worker.
+        self.worker_id = rows.Table(self.db, connection).last_worker_id()
+        if self.serve and self.db.vendor == "postgres":
+            connection.execute(f"LISTEN {rows.CHANNEL}")
+        with ThreadPoolExecutor(self.threads) as pool:
+            if self.serve:
+                print("ready", flush=True)
+            while not self.stopping.is_set():
+                self.task_done.clear()
+                free = self.threads - self.running
+                claimed = self.claim(connection, free) if free else []
+                for task in claimed:
+                    with self.running_lock:
+                        self.running += 1
+                    pool.submit(self.execute, task).add_done_callback(self.finished)
+                if claimed and len(claimed) == free:
+                    continue
+                if self.running:
+                    self.task_done.wait(self.tick)
+                elif self.serve:
+                    self.wait_for_work(connection)
+                elif not claimed:
+                    return
+
+    def claim(self, connection, limit):
+        params = [self.db.now(), self.worker_id, limit]
+        if self.db.vendor == "postgres":
+            return self.db.execute(connection, self.claim_sql, params).fetchall()
+        # No row locks in SQLite: take the write lock first, as the engine does.
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            claimed = self.db.execute(connection, self.claim_sql, params).fetchall()
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+        return claimed
+
+    def execute(self, task):
+        task_id, task_name, _args, _kwargs = task
+        value = BODIES[task_name]()
+        result = None if value is None else json.dumps(value)
+        if not hasattr(self.local, "connection"):
+            self.local.connection = self.db.connect()
+        self.db.execute(self.local.connection, FINISH, [self.db.now(), result, repr(value), task_id, self.worker_id])
+
+    def finished(self, future):
+        if future.exception() is not None:
+            # A failed finishing UPDATE would make the figures wrong: stop.
+            self.error = future.exception()
+            self.stopping.set()
+        with self.running_lock:
+            self.running -= 1
+        self.task_done.set()
+
+    def wait_for_work(self, connection):
+        if self.db.vendor == "postgres":
+            for _notification in connection.notifies(timeout=self.tick, stop_after=1):
+                pass
+        else:
+            self.stopping.wait(self.tick)
+
+
+def main():
+    parser = argparse.ArgumentParser(prog="python -m bench.baseline", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--serve", action="store_true", help="wait for work until SIGTERM instead of draining")
+    parser.add_argument("--tick", type=float, default=1.0, help="seconds between two polls when idle")
+    args = parser.parse_args()
+    db = Database(os.environ)
+    started = time.time()
+    baseline = Baseline(db, args.threads, args.serve, args.tick)
+    signal.signal(signal.SIGTERM, lambda signum, frame: baseline.stopping.set())
+    baseline.run()
+    if baseline.error is not None:
+        raise baseline.error
+    if not args.serve:
+        json.dump({"started": started}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The engine's side of enqueueing, through Django and queue(); prints JSON.
+
+    python -m bench.client enqueue N    N queue() calls, each its own transaction: {"seconds": S}
+    python -m bench.client latency N    pickup latency of N tasks, one at a time: {"latencies": [S, ...]}
+
+A worker must be running for ``latency``, unless --embedded runs one in this
+process, as TOOSIMPLEQ_EMBEDDED does in a web server's.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import django
+
+
+def time_enqueues(count):
+    from bench.tasks import noop
+
+    noop.queue()  # connecting is not part of the rate
+    started = time.perf_counter()
+    for _ in range(count):
+        noop.queue()
+    return {"seconds": time.perf_counter() - started}
+
+
+def time_pickups(samples, timeout, embedded):
+    from bench import latency
+    from bench.tasks import stamp
+    from django_toosimple_q import embedded as embedded_worker
+    from django_toosimple_q.models import TaskExec
+
+    def result_of(task_id):
+        succeeded = TaskExec.objects.filter(pk=task_id, state=TaskExec.States.SUCCEEDED)
+        return succeeded.values_list("result", flat=True).first()
+
+    worker = embedded_worker.start() if embedded else None
+    try:
+        if worker:
+            latency.wait_until(lambda: worker.status is not None, timeout)  # it has registered: it is idle
+        return {"latencies": latency.measure(lambda: stamp.queue().pk, result_of, samples, timeout)}
+    finally:
+        if worker:
+            embedded_worker.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser(prog="python -m bench.client", description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("enqueue", "latency"))
+    parser.add_argument("count", type=int)
+    parser.add_argument("--timeout", type=float, default=30, help="seconds a task may take to run (latency)")
+    parser.add_argument("--embedded", action="store_true", help="run an embedded worker in this process (latency)")
+    args = parser.parse_args()
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+    django.setup()
+    if args.action == "enqueue":
+        outcome = time_enqueues(args.count)
+    else:
+        outcome = time_pickups(args.count, args.timeout, args.embedded)
+    json.dump(outcome, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""What the task table holds before and after each measurement, in raw SQL.
+
+Rows are copies of a template: one row written by the engine's own queue(),
+saved aside in a table of its own. Copying it server-side fills the 100,000
+rows of the history scenario in a second or two, and stays right whatever
+columns the model gains: no column is named here but those a scenario sets.
+"""
+
+import json
+
+TASKS = "toosimpleq_taskexec"
+WORKERS = "toosimpleq_workerstatus"
+TEMPLATE = "bench_template"
+
+# The tasks of bench/tasks.py, by the names the engine registers them under.
+NOOP = "bench.tasks.noop"
+STAMP = "bench.tasks.stamp"
+
+# The baseline's pickup wake-up on PostgreSQL: the enqueuer notifies it.
+CHANNEL = "bench_baseline"
+
+
+class Table:
+    """The task table of ``db``, through ``connection`` (autocommit)."""
+
+    def __init__(self, db, connection):
+        self.db = db
+        self.connection = connection
+        self._template_columns = None
+
+    def _execute(self, sql, params=()):
+        return self.db.execute(self.connection, sql, params)
+
+    def save_template(self):
+        """Keep a copy of the newest row, which must come from queue() of the noop task."""
+        self._execute(f"DROP TABLE IF EXISTS {TEMPLATE}")
+        self._execute(f"CREATE TABLE {TEMPLATE} AS SELECT * FROM {TASKS} WHERE id = (SELECT max(id) FROM {TASKS})")
+        cursor = self._execute(f"SELECT * FROM {TEMPLATE} LIMIT 0")
+        self._template_columns = [column[0] for column in cursor.description if column[0] != "id"]
+
+    def _copy_template(self, columns):
+        """The column list and SELECT list that copy the template with ``columns`` set, and their parameters."""
+        if self._template_columns is None:
+            raise RuntimeError("save_template() first")
+        names = self._template_columns
+        expressions = ["%s" if name in columns else name for name in names]
+        params = [columns[name] for name in names if name in columns]
+        return ", ".join(names), ", ".join(expressions), params
+
+    def insert_copies(self, count, **columns):
+        """Insert ``count`` copies of the template with ``columns`` set, in one statement."""
+        names, expressions, params = self._copy_template(columns)
+        sql = (
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %s) "
+            f"INSERT INTO {TASKS} ({names}) SELECT {expressions} FROM {TEMPLATE}, n"
+        )
+        self._execute(sql, [count, *params])
+
+    def reset(self, *, queued, finished=0):
+        """Leave ``finished`` SUCCEEDED rows, then ``queued`` QUEUED noop rows, and nothing else."""
+        if self.db.vendor == "postgres":
+            # A new, unbloated table for each run. CASCADE: ScheduleExec's
+            # foreign key refuses it otherwise (the benchmark has no schedules).
+            self._execute(f"TRUNCATE {TASKS} CASCADE")
+        else:
+            self._execute(f"DELETE FROM {TASKS}")
+        now = self.db.now()
+        if finished:
+            self.insert_copies(finished, task_name=NOOP, state="SUCCEEDED", started=now, finished=now)
+        if queued:
+            self.insert_copies(queued, task_name=NOOP, state="QUEUED", due=now)
+        if self.db.vendor == "postgres":
+            # What autovacuum would do a little later, at a moment that could
+            # fall in the middle of a measurement.
+            self._execute(f"ANALYZE {TASKS}")
+
+    def enqueue(self, task_name):
+        """Queue ``task_name`` as the baseline's enqueuer does: one statement; returns the row id.
+
+        On PostgreSQL it also sends the NOTIFY, which is delivered when the
+        statement commits: a listener wakes when the row is visible.
+        """
+        now = self.db.now()
+        columns = {"task_name": task_name, "state": "QUEUED", "due": now, "created": now}
+        names, expressions, params = self._copy_template(columns)
+        insert = f"INSERT INTO {TASKS} ({names}) SELECT {expressions} FROM {TEMPLATE} RETURNING id"
+        if self.db.vendor == "postgres":
+            sql = f"WITH queued AS ({insert}) SELECT id, pg_notify('{CHANNEL}', '') FROM queued"
+        else:
+            sql = insert
+        return self._execute(sql, params).fetchall()[0][0]
+
+    def result_of(self, task_id):
+        """The result of a SUCCEEDED row, or None while it has not succeeded."""
+        row = self._execute(f"SELECT result FROM {TASKS} WHERE id = %s AND state = 'SUCCEEDED'", [task_id]).fetchone()
+        if row is None:
+            return None
+        # psycopg decodes jsonb; SQLite keeps JSON as text.
+        return json.loads(row[0]) if isinstance(row[0], str) else row[0]
+
+    def worker_started(self, pid):
+        """When the engine worker of process ``pid`` started its loop; None until it has."""
+        row = self._execute(f"SELECT started FROM {WORKERS} WHERE pid = %s ORDER BY id DESC", [pid]).fetchone()
+        return row[0] if row else None
+
+    def last_worker_id(self):
+        return self._execute(f"SELECT max(id) FROM {WORKERS}").fetchone()[0]
+
+    def last_finished(self):
+        return self._execute(f"SELECT max(finished) FROM {TASKS}").fetchone()[0]
+
+    def count_unfinished(self):
+        """Rows not SUCCEEDED: after a drain of noop tasks, there must be none."""
+        return self._execute(f"SELECT count(*) FROM {TASKS} WHERE state <> 'SUCCEEDED'").fetchone()[0]

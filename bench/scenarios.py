@@ -1,0 +1,210 @@
+"""The scenarios of the benchmark, each measured on the engine and on the baseline.
+
+Drains are timed from the start of the worker's loop to the last finished
+row: for the engine, from WorkerStatus.started (written as its loop begins,
+after Django has started) to max(TaskExec.finished); for the baseline, from
+the start of its loop (before it connects, as the engine) to the same
+max(finished). Both clocks are the machine's. Django's start-up is left out;
+connecting to the database is counted on both sides.
+"""
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+
+from bench import baseline, latency, processes
+from bench.database import to_epoch
+from bench.report import Row
+from bench.rows import NOOP, STAMP, Table
+
+logger = logging.getLogger("bench")
+
+# The issue's targets are for one worker with 8 threads.
+THREADS = 8
+
+
+@dataclass(frozen=True)
+class Config:
+    tasks: int  # enqueued, and drained by each drain but the memory ones
+    history: int  # finished rows already in the table for the history drain
+    memory: tuple  # the two drain sizes whose peak RSS is compared
+    samples: int  # pickup latency measurements
+    repeat: int  # runs of each throughput drain, of which the median is shown
+    tick: float  # the idle poll interval of the pickup scenario's workers, engine and baseline
+
+
+@dataclass(frozen=True)
+class Drain:
+    rate: float  # tasks/s
+    peak_rss_mb: float
+
+
+class Scenarios:
+    """Every scenario on one database; ``run()`` returns the table's rows."""
+
+    def __init__(self, db, config):
+        self.db = db
+        self.config = config
+        self.rows = []
+        self.notes = []  # lines printed under the table
+        self.table = None
+
+    def run(self):
+        logger.info("%s: migrating", self.db.vendor)
+        processes.run(processes.manage("migrate", "--verbosity", "0"), self.db)
+        connection = self.db.connect()
+        try:
+            self.table = Table(self.db, connection)
+            self.enqueue_rate()
+            empty = self.drain_rate()
+            self.pickup_latency()
+            self.history_cost(empty)
+            self.memory()
+        finally:
+            connection.close()
+        return self.rows
+
+    def add(self, figure, engine, baseline, target="", met=None):
+        self.rows.append(Row(self.db.vendor, figure, engine, baseline, target, met))
+
+    # 1. Enqueue rate.
+
+    def enqueue_rate(self):
+        count = self.config.tasks
+        logger.info("%s: enqueueing %s tasks, one transaction each", self.db.vendor, count)
+        engine = processes.run(processes.client("enqueue", str(count)), self.db).json()["seconds"]
+        self.table.save_template()
+        started = time.perf_counter()
+        for _ in range(count):
+            self.table.enqueue(NOOP)
+        raw = time.perf_counter() - started
+        self.add("enqueue: single queue() calls (tasks/s)", count / engine, count / raw)
+
+    # 2. Drain.
+
+    def drain(self, side, tasks, threads, history=0):
+        """Run ``side`` ("engine" or "baseline") until ``tasks`` queued tasks are done."""
+        logger.info(
+            "%s: %s draining %s tasks on %s thread(s), %s finished rows", self.db.vendor, side, tasks, threads, history
+        )
+        self.table.reset(queued=tasks, finished=history)
+        if side == "engine":
+            finished = processes.run(processes.manage("worker", "--until_done", "--threads", str(threads)), self.db)
+            started = to_epoch(self.table.worker_started(finished.pid))
+        else:
+            finished = processes.run(processes.baseline("--threads", str(threads)), self.db)
+            started = finished.json()["started"]
+        unfinished = self.table.count_unfinished()
+        if unfinished:
+            raise RuntimeError(f"{side} left {unfinished} task(s) not SUCCEEDED")
+        return Drain(tasks / (to_epoch(self.table.last_finished()) - started), finished.peak_rss_mb)
+
+    def drain_both(self, tasks, threads, history=0, repeat=None):
+        """The engine's and the baseline's Drain, each the median of ``repeat`` alternating runs.
+
+        On a small shared machine one drain varies by some 20% from the next:
+        a median is what two figures can be compared on.
+        """
+        runs = {"engine": [], "baseline": []}
+        for _ in range(repeat or self.config.repeat):
+            for side, drains in runs.items():
+                drains.append(self.drain(side, tasks, threads, history))
+        return [sorted(drains, key=lambda drain: drain.rate)[len(drains) // 2] for drains in runs.values()]
+
+    def drain_rate(self):
+        """Drains the empty table with 1 and 8 threads; returns the 8-thread Drains."""
+        tasks = self.config.tasks
+        engine, raw = self.drain_both(tasks, 1)
+        self.add(f"drain {tasks:,} tasks, 1 thread (tasks/s)", engine.rate, raw.rate)
+        engine, raw = self.drain_both(tasks, THREADS)
+        ratio = engine.rate / raw.rate
+        self.add(f"drain {tasks:,} tasks, {THREADS} threads (tasks/s)", engine.rate, raw.rate, ">= 0.8x", ratio >= 0.8)
+        return engine, raw
+
+    # 3. Pickup latency.
+
+    def pickup_latency(self):
+        """From the enqueuer's commit to the task body's first line, one task at a time.
+
+        Each task is queued as soon as the previous one finished, so where a
+        worker polls (SQLite) each wait starts just after a poll and lasts
+        about a whole tick: the worst case, not the average of random arrivals.
+        """
+        engine = self.engine_pickups()
+        embedded = self.engine_pickups(embedded=True)
+        raw = self.baseline_pickups()
+        p50 = [statistics.median(latencies) * 1000 for latencies in (engine, raw)]
+        p95 = [statistics.quantiles(latencies, n=20)[-1] * 1000 for latencies in (engine, raw)]
+        # On SQLite nothing wakes a worker: the best it can do is poll each tick.
+        limit = 10 if self.db.vendor == "postgres" else self.config.tick * 1000
+        self.add("pickup latency p50 (ms)", *p50, f"<= {limit:g} ms", p50[0] <= limit)
+        self.add("pickup latency p95 (ms)", *p95)
+        # queue() in the worker's own process wakes it at commit, on any database.
+        self.add("  p50, embedded worker (ms)", statistics.median(embedded) * 1000, p50[1])
+
+    def _pickup_timeout(self):
+        return 10 * self.config.tick + 10
+
+    def engine_pickups(self, embedded=False):
+        """Latencies of queue() in a client, picked up by a worker command or by the client's embedded worker."""
+        kind = "embedded" if embedded else "worker command"
+        logger.info("%s: engine pickup latency, %s, %s tasks", self.db.vendor, kind, self.config.samples)
+        self.table.reset(queued=0)
+        command = processes.client("latency", str(self.config.samples), "--timeout", str(self._pickup_timeout()))
+        if embedded:
+            return processes.run([*command, "--embedded"], self.db).json()["latencies"]
+        worker = processes.start(processes.manage("worker", "--tick", str(self.config.tick)), self.db)
+        try:
+            latency.wait_until(lambda: self.table.worker_started(worker.pid), timeout=30, interval=0.05)
+            return processes.run(command, self.db).json()["latencies"]
+        finally:
+            processes.stop(worker)
+
+    def baseline_pickups(self):
+        logger.info("%s: baseline pickup latency, %s tasks", self.db.vendor, self.config.samples)
+        self.table.reset(queued=0)
+        server = processes.start(processes.baseline("--serve", "--tick", str(self.config.tick)), self.db)
+        try:
+            server.stdout.readline()  # "ready": it listens, or polls
+            enqueue = lambda: self.table.enqueue(STAMP)  # noqa: E731
+            return latency.measure(enqueue, self.table.result_of, self.config.samples, self._pickup_timeout())
+        finally:
+            processes.stop(server)
+
+    # 4. History cost.
+
+    def history_cost(self, empty):
+        history, tasks = self.config.history, self.config.tasks
+        self.explain_claim()
+        engine, raw = self.drain_both(tasks, THREADS, history)
+        figure = f"drain {tasks:,} tasks, {THREADS} threads, {history:,} finished rows (tasks/s)"
+        self.add(figure, engine.rate, raw.rate)
+        kept = [with_history.rate / without.rate for with_history, without in zip((engine, raw), empty)]
+        self.add("  the same / on an empty table", *kept, ">= 0.90", kept[0] >= 0.9)
+
+    def explain_claim(self):
+        """Note the claim's query plan with the history scenario's rows in the table."""
+        self.table.reset(queued=self.config.tasks, finished=self.config.history)
+        plan = baseline.explain_claim(self.db, self.table.connection)
+        uses = any("toosimpleq_claim_idx" in line for line in plan)
+        self.notes.append(
+            f"{self.db.vendor}: EXPLAIN of the claim, {self.config.history:,} finished rows: "
+            f"{'uses' if uses else 'does NOT use'} toosimpleq_claim_idx"
+        )
+        self.notes += [f"    {line}" for line in plan]
+
+    # 5. Memory.
+
+    def memory(self):
+        small, large = self.config.memory
+        # A peak RSS hardly varies from run to run: one run each.
+        engine_small, raw_small = self.drain_both(small, THREADS, repeat=1)
+        engine_large, raw_large = self.drain_both(large, THREADS, repeat=1)
+        self.add(f"worker peak RSS, {small:,} tasks (MB)", engine_small.peak_rss_mb, raw_small.peak_rss_mb)
+        self.add(f"worker peak RSS, {large:,} tasks (MB)", engine_large.peak_rss_mb, raw_large.peak_rss_mb)
+        growth = [
+            at_large.peak_rss_mb / at_small.peak_rss_mb
+            for at_small, at_large in ((engine_small, engine_large), (raw_small, raw_large))
+        ]
+        self.add(f"  peak RSS at {large:,} / at {small:,}", *growth, "< 1.10", growth[0] < 1.1)

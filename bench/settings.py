@@ -1,0 +1,12 @@
+"""Django settings of the benchmark; the database comes from BENCH_* variables (bench/database.py)."""
+
+import os
+
+from bench.database import Database
+
+DATABASES = {"default": Database(os.environ).django_settings()}
+INSTALLED_APPS = ["django_toosimple_q", "bench"]
+SECRET_KEY = "django-toosimple-q-bench-not-secret"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USE_TZ = True
+TIME_ZONE = "UTC"

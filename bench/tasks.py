@@ -1,0 +1,16 @@
+"""The benchmark's tasks: they do (next to) nothing, so that only the queue is measured."""
+
+import time
+
+from django_toosimple_q.decorators import register_task
+
+
+@register_task()
+def noop():
+    pass
+
+
+@register_task()
+def stamp():
+    """When the body started: pickup latency ends here."""
+    return time.time()
