@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from django.db import OperationalError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections, models, transaction
 from django.utils import timezone
 
 from ..models import TaskExec
@@ -104,9 +104,10 @@ def _claim_sql(vendor, queue_filter, lock_clause):
 
 
 def _claim_returning(worker_id, limit, queue_filter, lock_clause=""):
-    sql, filter_params = _claim_sql(connection.vendor, queue_filter, lock_clause)
-    started = connection.ops.adapt_datetimefield_value(timezone.now())
-    with _driver_cursor() as cursor:
+    database = connections[DEFAULT_DB_ALIAS]
+    sql, filter_params = _claim_sql(database.vendor, queue_filter, lock_clause)
+    started = database.ops.adapt_datetimefield_value(timezone.now())
+    with _driver_cursor(database) as cursor:
         cursor.execute(sql, [States.PROCESSING, started, worker_id, States.QUEUED, *filter_params, limit])
         return [_claimed_task(row) for row in cursor.fetchall()]
 
@@ -114,7 +115,7 @@ def _claim_returning(worker_id, limit, queue_filter, lock_clause=""):
 def _claim_sqlite(worker_id, limit, queue_filter):
     # Django's atomic() would BEGIN DEFERRED unless the user set
     # transaction_mode; the write lock must be taken before reading.
-    with _driver_cursor() as cursor:
+    with _driver_cursor(connections[DEFAULT_DB_ALIAS]) as cursor:
         cursor.execute("BEGIN IMMEDIATE")
         try:
             claimed = _claim_returning(worker_id, limit, queue_filter)
@@ -126,7 +127,7 @@ def _claim_sqlite(worker_id, limit, queue_filter):
 
 
 @contextmanager
-def _driver_cursor():
+def _driver_cursor(database):
     """A cursor of the database driver itself, for the statements of each task.
 
     Django's cursors suit SQL that changes from call to call. With psycopg
@@ -134,10 +135,12 @@ def _driver_cursor():
     statement anew; these never change, and psycopg has them prepared once
     (unless OPTIONS["prepare_threshold"] is None, for PgBouncer). On SQLite
     it spares rewriting every statement. Errors are still Django's.
+    ``database`` is this thread's DatabaseWrapper, looked up once by the
+    caller: the ``connection`` proxy looks it up at every attribute.
     """
-    with connection.wrap_database_errors:
-        connection.ensure_connection()
-        driver, raw = connection.Database, connection.connection
+    with database.wrap_database_errors:
+        database.ensure_connection()
+        driver, raw = database.Database, database.connection
         cursor = driver.Cursor(raw) if driver.__name__ == "psycopg" else raw.cursor()
         try:
             yield cursor
@@ -180,10 +183,11 @@ def finish(execution_id, worker_id, outcome):
     Fenced on (PROCESSING, this worker): returns 0 when the row was taken
     from this worker (taken for dead, its task queued again) meanwhile.
     """
+    database = connections[DEFAULT_DB_ALIAS]
     names = tuple(sorted(outcome))
-    sql, fields = _finish_sql(connection.vendor, names)
-    values = [field.get_db_prep_save(_column_value(field, outcome[name]), connection) for name, field in zip(names, fields)]
-    with _driver_cursor() as cursor:
+    sql, fields = _finish_sql(database.vendor, names)
+    values = [_db_value(field, outcome[name], database) for name, field in zip(names, fields)]
+    with _driver_cursor(database) as cursor:
         cursor.execute(sql, [*values, execution_id, States.PROCESSING, worker_id])
         return cursor.rowcount
 
@@ -197,9 +201,13 @@ def _finish_sql(vendor, names):
     return _in_driver_style(vendor, sql), fields
 
 
-def _column_value(field, value):
-    # A foreign key is stored as the primary key of the row it points to.
-    return value.pk if field.is_relation and value is not None else value
+def _db_value(field, value, database):
+    """``value`` as the driver takes it for ``field``'s column."""
+    if isinstance(field, (models.CharField, models.TextField)):
+        return value  # text goes as it is: spare the field's machinery
+    if field.is_relation and value is not None:
+        value = value.pk  # a foreign key holds the primary key of its row
+    return field.get_db_prep_save(value, database)
 
 
 def release(ids, worker_id):
