@@ -83,14 +83,15 @@ class Scenarios:
 
     # 2. Drain.
 
-    def drain(self, side, tasks, threads, history=0):
+    def drain(self, side, tasks, threads, history=0, engine_db=None):
         """Run ``side`` ("engine" or "baseline") until ``tasks`` queued tasks are done."""
         logger.info(
             "%s: %s draining %s tasks on %s thread(s), %s finished rows", self.db.vendor, side, tasks, threads, history
         )
         self.table.reset(queued=tasks, finished=history)
         if side == "engine":
-            finished = processes.run(processes.manage("worker", "--until_done", "--threads", str(threads)), self.db)
+            command = processes.manage("worker", "--until_done", "--threads", str(threads))
+            finished = processes.run(command, engine_db or self.db)
             started = to_epoch(self.table.worker_started(finished.pid))
         else:
             finished = processes.run(processes.baseline("--threads", str(threads)), self.db)
@@ -100,7 +101,7 @@ class Scenarios:
             raise RuntimeError(f"{side} left {unfinished} task(s) not SUCCEEDED")
         return Drain(tasks / (to_epoch(self.table.last_finished()) - started), finished.peak_rss_mb)
 
-    def drain_both(self, tasks, threads, history=0, repeat=None):
+    def drain_both(self, tasks, threads, history=0, repeat=None, engine_db=None):
         """The engine's and the baseline's Drain, each the median of ``repeat`` alternating runs.
 
         On a small shared machine one drain varies by some 20% from the next:
@@ -109,7 +110,7 @@ class Scenarios:
         runs = {"engine": [], "baseline": []}
         for _ in range(repeat or self.config.repeat):
             for side, drains in runs.items():
-                drains.append(self.drain(side, tasks, threads, history))
+                drains.append(self.drain(side, tasks, threads, history, engine_db))
         return [sorted(drains, key=lambda drain: drain.rate)[len(drains) // 2] for drains in runs.values()]
 
     def drain_rate(self):
@@ -120,6 +121,12 @@ class Scenarios:
         engine, raw = self.drain_both(tasks, THREADS)
         ratio = engine.rate / raw.rate
         self.add(f"drain {tasks:,} tasks, {THREADS} threads (tasks/s)", engine.rate, raw.rate, ">= 0.8x", ratio >= 0.8)
+        if self.db.vendor == "postgres":
+            # The baseline's psycopg prepares its statements; Django's only
+            # when OPTIONS["prepare_threshold"] says so.
+            prepared, prepared_raw = self.drain_both(tasks, THREADS, engine_db=self.db.with_prepared_statements())
+            ratio = prepared.rate / prepared_raw.rate
+            self.add("  the same, OPTIONS prepare_threshold=5", prepared.rate, prepared_raw.rate, ">= 0.8x", ratio >= 0.8)
         return engine, raw
 
     # 3. Pickup latency.

@@ -111,10 +111,10 @@ class ClaimPlanTests(TransactionTestCase):
             cursor.execute(f"ANALYZE {connection.ops.quote_name(TaskExec._meta.db_table)}")
 
     def claim_plan(self, explain, queue_filter, lock_clause=""):
-        sql, filter_params = claiming._claim_sql(connection.vendor, queue_filter, lock_clause)
+        sql, queue_params = claiming._claim_sql(connection.vendor, queue_filter, lock_clause)
         now = connection.ops.adapt_datetimefield_value(timezone.now())
         with connection.cursor() as cursor:
-            cursor.execute(f"{explain} {sql}", [States.PROCESSING, now, None, States.QUEUED, *filter_params, 10])
+            cursor.execute(f"{explain} {sql}", [now, None, *queue_params, 10])
             return "\n".join(" ".join(str(column) for column in row) for row in cursor.fetchall())
 
     @skipUnless(connection.vendor == "postgresql", "PostgreSQL's EXPLAIN")

@@ -50,6 +50,8 @@ def install():
     The routed streams stay installed: outside a capture they are the real
     streams, and taking them out could undo another library's replacement.
     """
+    if isinstance(sys.stdout, ThreadRoutedStream) and isinstance(sys.stderr, ThreadRoutedStream):
+        return  # the common case, once per task: no lock
     with _install_lock:
         for name in ("stdout", "stderr"):
             current = getattr(sys, name)

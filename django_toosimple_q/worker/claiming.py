@@ -86,10 +86,13 @@ def claim(worker_id, limit, queue_filter):
 
 @functools.lru_cache
 def _claim_sql(vendor, queue_filter, lock_clause):
+    """The claim statement, and its parameters after (started, worker_id): the queues, then the limit."""
     table = connection.ops.quote_name(TaskExec._meta.db_table)
     queue_sql, queue_params = queue_filter.sql()
+    # The states are written in the SQL, not passed as parameters: a plan
+    # made once for a prepared statement can then use the partial index.
     select = (
-        f"SELECT id FROM {table} WHERE state = %s{queue_sql} "
+        f"SELECT id FROM {table} WHERE state = '{States.QUEUED}'{queue_sql} "
         f"ORDER BY priority DESC, due, id LIMIT %s{lock_clause}"
     )
     # PostgreSQL may run an IN (subquery) again for each row it updates, each
@@ -97,18 +100,18 @@ def _claim_sql(vendor, queue_filter, lock_clause):
     # subquery of ARRAY() runs once.
     among = f"= ANY(ARRAY({select}))" if vendor == "postgresql" else f"IN ({select})"
     sql = (
-        f"UPDATE {table} SET state = %s, started = %s, worker_id = %s, dedup_key = NULL "
-        f"WHERE state = %s AND id {among} RETURNING {', '.join(CLAIMED_COLUMNS)}"
+        f"UPDATE {table} SET state = '{States.PROCESSING}', started = %s, worker_id = %s, dedup_key = NULL "
+        f"WHERE state = '{States.QUEUED}' AND id {among} RETURNING {', '.join(CLAIMED_COLUMNS)}"
     )
-    return _in_driver_style(vendor, sql), (States.QUEUED, *queue_params)
+    return _in_driver_style(vendor, sql), tuple(queue_params)
 
 
 def _claim_returning(worker_id, limit, queue_filter, lock_clause=""):
     database = connections[DEFAULT_DB_ALIAS]
-    sql, filter_params = _claim_sql(database.vendor, queue_filter, lock_clause)
+    sql, queue_params = _claim_sql(database.vendor, queue_filter, lock_clause)
     started = database.ops.adapt_datetimefield_value(timezone.now())
     with _driver_cursor(database) as cursor:
-        cursor.execute(sql, [States.PROCESSING, started, worker_id, States.QUEUED, *filter_params, limit])
+        cursor.execute(sql, [started, worker_id, *queue_params, limit])
         return [_claimed_task(row) for row in cursor.fetchall()]
 
 
@@ -188,7 +191,7 @@ def finish(execution_id, worker_id, outcome):
     sql, fields = _finish_sql(database.vendor, names)
     values = [_db_value(field, outcome[name], database) for name, field in zip(names, fields)]
     with _driver_cursor(database) as cursor:
-        cursor.execute(sql, [*values, execution_id, States.PROCESSING, worker_id])
+        cursor.execute(sql, [*values, execution_id, worker_id])
         return cursor.rowcount
 
 
@@ -197,7 +200,10 @@ def _finish_sql(vendor, names):
     quote = connection.ops.quote_name
     fields = [TaskExec._meta.get_field(name) for name in names]
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
-    sql = f"UPDATE {quote(TaskExec._meta.db_table)} SET {assignments} WHERE id = %s AND state = %s AND worker_id = %s"
+    sql = (
+        f"UPDATE {quote(TaskExec._meta.db_table)} SET {assignments} "
+        f"WHERE id = %s AND state = '{States.PROCESSING}' AND worker_id = %s"
+    )
     return _in_driver_style(vendor, sql), fields
 
 
