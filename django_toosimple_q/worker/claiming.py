@@ -135,9 +135,10 @@ def _driver_cursor(database):
 
     Django's cursors suit SQL that changes from call to call. With psycopg
     they bind parameters on the client, so PostgreSQL parses and plans each
-    statement anew; these never change, and psycopg has them prepared once
-    (unless OPTIONS["prepare_threshold"] is None, for PgBouncer). On SQLite
-    it spares rewriting every statement. Errors are still Django's.
+    statement anew; these never change, and psycopg prepares them once when
+    OPTIONS["prepare_threshold"] allows (Django leaves it off by default, for
+    connection poolers). On SQLite it spares rewriting every statement.
+    Errors are still Django's.
     ``database`` is this thread's DatabaseWrapper, looked up once by the
     caller: the ``connection`` proxy looks it up at every attribute.
     """
