@@ -46,8 +46,14 @@ def remove_local_worker(worker):
 
 
 def can_listen(connection):
-    """Whether NOTIFY can reach a worker on this connection: PostgreSQL with psycopg 3."""
-    return connection.vendor == "postgresql" and connection.Database.__name__ == "psycopg"
+    """Whether NOTIFY can reach a worker on this connection: PostgreSQL with psycopg >= 3.2.
+
+    Listening with a timeout, which stop() relies on, came with psycopg 3.2.
+    """
+    driver = connection.Database
+    if connection.vendor != "postgresql" or driver.__name__ != "psycopg":
+        return False
+    return tuple(int(part) for part in driver.__version__.split(".")[:2]) >= (3, 2)
 
 
 class Listener(threading.Thread):
