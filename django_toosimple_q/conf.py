@@ -15,8 +15,6 @@ DEFAULTS = {
     "TOOSIMPLEQ_GRACE": 30,
     # The most missed occurrences a catch_up schedule queues at once.
     "TOOSIMPLEQ_CATCH_UP_LIMIT": 1000,
-    # Length of TaskExec.result_preview.
-    "TOOSIMPLEQ_RESULT_PREVIEW_LENGTH": 255,
     # Embedded mode: run the worker inside the web server process.
     "TOOSIMPLEQ_EMBEDDED": False,
     "TOOSIMPLEQ_EMBEDDED_THREADS": 2,
