@@ -2,7 +2,7 @@ from django.apps import AppConfig
 from django.core import checks
 from django.utils.module_loading import autodiscover_modules
 
-from .checks import check_catch_up_limit, check_embedded_debug, check_embedded_sqlite
+from .checks import check_catch_up_limit, check_embedded_debug, check_embedded_queues, check_embedded_sqlite
 
 
 class ToosimpleqConfig(AppConfig):
@@ -20,5 +20,6 @@ class ToosimpleqConfig(AppConfig):
 
         embedded.start_if_serving()
         checks.register(check_catch_up_limit, "toosimpleq")
+        checks.register(check_embedded_queues, "toosimpleq")
         checks.register(check_embedded_sqlite, "toosimpleq")
         checks.register(check_embedded_debug, "toosimpleq")

@@ -31,6 +31,19 @@ def check_catch_up_limit(app_configs, **kwargs):
     ]
 
 
+def check_embedded_queues(app_configs, **kwargs):
+    """An embedded worker serves some queues, or all but some: not both."""
+    if not (conf.EMBEDDED_QUEUES and conf.EMBEDDED_EXCLUDE_QUEUES):
+        return []
+    return [
+        checks.Error(
+            "TOOSIMPLEQ_EMBEDDED_QUEUES and TOOSIMPLEQ_EMBEDDED_EXCLUDE_QUEUES are both set",
+            hint="Give the queues the embedded worker serves, or the ones it does not serve, not both.",
+            id="toosimpleq.E002",
+        )
+    ]
+
+
 def check_embedded_sqlite(app_configs, **kwargs):
     """Embedded mode on SQLite wants WAL, IMMEDIATE transactions and a timeout.
 

@@ -67,7 +67,13 @@ def stop(grace=None):
 def start_if_serving(argv=None):
     """Start the embedded worker when enabled and this process serves requests."""
     if conf.EMBEDDED and is_serving_process(sys.argv if argv is None else argv):
-        start()
+        try:
+            start()
+        except ValueError as error:
+            # A bad setting must not keep the site from serving; the system
+            # check toosimpleq.E002 reports it too.
+            logger.error("the embedded worker cannot start: %s", error)
+            return
         _stop_gracefully_on_sigterm()
 
 

@@ -25,7 +25,7 @@ from django.test import SimpleTestCase, TransactionTestCase, override_settings
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 
 from django_toosimple_q import embedded
-from django_toosimple_q.checks import check_embedded_debug, check_embedded_sqlite
+from django_toosimple_q.checks import check_embedded_debug, check_embedded_queues, check_embedded_sqlite
 from django_toosimple_q.models import TaskExec, WorkerStatus
 
 from .helpers import REPO_DIR, wait_for, worker_env
@@ -361,6 +361,24 @@ class ChecksTests(SimpleTestCase):
             with self.subTest(embedded=embedded_on, debug=debug):
                 with override_settings(TOOSIMPLEQ_EMBEDDED=embedded_on, DEBUG=debug):
                     self.assertEqual(check_embedded_debug(None), [])
+
+    def test_queues_to_serve_and_to_exclude_are_an_error(self):
+        with override_settings(TOOSIMPLEQ_EMBEDDED_QUEUES=["a"], TOOSIMPLEQ_EMBEDDED_EXCLUDE_QUEUES=["b"]):
+            [error] = check_embedded_queues(None)
+        self.assertEqual((error.id, error.level), ("toosimpleq.E002", checks.ERROR))
+        for queues, excluded in ((["a"], None), (None, ["b"]), (None, None)):
+            with self.subTest(queues=queues, excluded=excluded):
+                with override_settings(TOOSIMPLEQ_EMBEDDED_QUEUES=queues, TOOSIMPLEQ_EMBEDDED_EXCLUDE_QUEUES=excluded):
+                    self.assertEqual(check_embedded_queues(None), [])
+
+    @override_settings(
+        TOOSIMPLEQ_EMBEDDED=True, TOOSIMPLEQ_EMBEDDED_QUEUES=["a"], TOOSIMPLEQ_EMBEDDED_EXCLUDE_QUEUES=["b"]
+    )
+    def test_a_bad_queue_setting_leaves_the_server_serving(self):
+        with self.assertLogs("django_toosimple_q", "ERROR") as logs:
+            embedded.start_if_serving(["manage.py", "runserver", "--noreload"])
+        self.assertIn("cannot start", logs.output[0])
+        self.assertIsNone(embedded.stop())  # none was started
 
     @override_settings(TOOSIMPLEQ_EMBEDDED=True, DEBUG=False)
     def test_the_checks_are_registered(self):
