@@ -181,7 +181,7 @@ class RunserverTests(EmbeddedTestCase):
         slow = server.queue("slow", "slow")
         server.wait_for(has_started("slow"), "the task to start")
         first = WorkerStatus.objects.get()
-        source.touch()
+        self.reload(source, first)
         server.wait_for(lambda: WorkerStatus.objects.count() == 2, "the new child's worker")
         self.assertEqual(state(slow), States.SUCCEEDED)
         first.refresh_from_db()
@@ -190,6 +190,22 @@ class RunserverTests(EmbeddedTestCase):
         quick = server.queue("quick", "after the reload")
         server.wait_for(has_state(quick, States.SUCCEEDED), "a task after the reload")
         self.assertEqual(TaskExec.objects.get(pk=quick).worker, WorkerStatus.objects.latest("pk"))
+
+    def reload(self, source, worker):
+        """Change ``source`` until the reloader restarts the child of ``worker``.
+
+        The reloader notes the file's time in its first look at every file,
+        which can end after the server answers: a change made before then is
+        never seen. A change seen stops the worker within seconds.
+        """
+        for _ in range(6):
+            source.touch()
+            try:
+                wait_for(lambda: WorkerStatus.objects.get(pk=worker.pk).stopped is not None, timeout=10)
+                return
+            except AssertionError:
+                continue
+        self.fail("the reloader never restarted its child")
 
     def test_sigterm_with_noreload_lets_the_running_task_finish(self):
         server = self.start_runserver("--noreload")
