@@ -33,8 +33,7 @@ def task_queued(queue, using="default"):
 
 def _wake_local_workers(queue):
     for worker in list(_local_workers):
-        if worker.queue_filter.serves(queue):
-            worker.wake()
+        worker.task_queued(queue)
 
 
 def add_local_worker(worker):

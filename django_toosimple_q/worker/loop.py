@@ -112,6 +112,11 @@ class Worker:
         """New work may be waiting: claim now rather than at the next tick."""
         self._wake.set()
 
+    def task_queued(self, queue):
+        """A task was queued on ``queue``: wake up if this worker serves it."""
+        if self.queue_filter.serves(queue):
+            self.wake()
+
     @property
     def running_count(self):
         with self._running_lock:
@@ -199,13 +204,9 @@ class Worker:
     def _start_listener(self):
         if not wakeup.can_listen(connection):
             return None
-        listener = wakeup.Listener(self._task_queued_elsewhere, name=f"toosimpleq-{self.label}-listener")
+        listener = wakeup.Listener(self.task_queued, name=f"toosimpleq-{self.label}-listener")
         listener.start()
         return listener
-
-    def _task_queued_elsewhere(self, queue):
-        if self.queue_filter.serves(queue):
-            self.wake()
 
     def _loop(self, pool):
         self._next_heartbeat = self._next_poll = 0.0
