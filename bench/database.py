@@ -84,14 +84,11 @@ class Database:
             "PORT": self.env["BENCH_PG_PORT"],
             "USER": self.env["BENCH_PG_USER"],
             "NAME": self.env["BENCH_PG_NAME"],
-            # Django turns psycopg's prepared statements off unless asked
-            # (for connection poolers); the README tells how to ask.
-            "OPTIONS": {"prepare_threshold": int(self.env.get("BENCH_PG_PREPARE_THRESHOLD", 0)) or None},
         }
 
-    def with_prepared_statements(self):
-        """The same database, for a Django that lets psycopg prepare its statements."""
-        return Database({**self.env, "BENCH_PG_PREPARE_THRESHOLD": "5"})
+    def without_prepared_statements(self):
+        """The same database, for an engine told not to prepare its statements, as behind a pooler."""
+        return Database({**self.env, "BENCH_UNPREPARED": "1"})
 
     def connect(self):
         """A new DB-API connection in autocommit mode, set up as Django sets up its own."""

@@ -10,3 +10,7 @@ SECRET_KEY = "django-toosimple-q-bench-not-secret"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 TIME_ZONE = "UTC"
+
+# Database.without_prepared_statements(): the engine as it runs behind a pooler.
+if os.environ.get("BENCH_UNPREPARED"):
+    TOOSIMPLEQ_PREPARED_STATEMENTS = False

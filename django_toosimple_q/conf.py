@@ -20,6 +20,9 @@ DEFAULTS = {
     "TOOSIMPLEQ_EMBEDDED_THREADS": 2,
     "TOOSIMPLEQ_EMBEDDED_QUEUES": None,
     "TOOSIMPLEQ_EMBEDDED_EXCLUDE_QUEUES": None,
+    # PostgreSQL: whether workers prepare their claim and finish statements.
+    # None: yes, unless the database has DISABLE_SERVER_SIDE_CURSORS.
+    "TOOSIMPLEQ_PREPARED_STATEMENTS": None,
 }
 
 

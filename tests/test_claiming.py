@@ -2,7 +2,7 @@
 
 import datetime
 import threading
-from unittest import skipUnless
+from unittest import mock, skipUnless
 
 from django.db import connection
 from django.test import TransactionTestCase
@@ -132,3 +132,66 @@ class ClaimPlanTests(TransactionTestCase):
                 plan = self.claim_plan("EXPLAIN QUERY PLAN", queue_filter)
                 self.assertIn("toosimpleq_claim_idx", plan)
                 self.assertNotRegex(plan, r"SCAN \S*toosimpleq_taskexec\b(?! USING)")
+
+
+@skipUnless(
+    connection.vendor == "postgresql" and connection.Database.__name__ == "psycopg",
+    "psycopg's prepared statements",
+)
+class PreparedStatementTests(TransactionTestCase):
+    """On PostgreSQL the claim and finish are planned once per connection, unless a pooler forbids it."""
+
+    def setUp(self):
+        connection.close()  # each test decides on a connection of its own
+
+    def tearDown(self):
+        connection.close()
+
+    def claim_and_finish(self):
+        tasks.add.queue(1)
+        worker = new_worker()
+        [claimed] = claiming.claim(worker.pk, 1, QueueFilter())
+        finished = claiming.finish(claimed.id, worker.pk, {"state": States.SUCCEEDED, "finished": timezone.now()})
+        self.assertEqual(finished, 1)
+
+    def prepared_statements(self):
+        """What this connection prepared through the protocol, as psycopg does."""
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT statement FROM pg_prepared_statements WHERE NOT from_sql")
+            return [statement for (statement,) in cursor.fetchall()]
+
+    def assert_prepared(self, expected):
+        statements = self.prepared_statements()
+        claim = any("SKIP LOCKED" in statement for statement in statements)
+        finish = any(statement.startswith("UPDATE") and "finished" in statement for statement in statements)
+        self.assertEqual((claim, finish), (expected, expected), statements)
+
+    def test_claim_and_finish_are_prepared(self):
+        self.claim_and_finish()
+        self.assert_prepared(True)
+
+    def test_the_other_statements_of_the_connection_are_left_as_django_configured_them(self):
+        self.claim_and_finish()
+        # As Django's cursors with OPTIONS server_side_binding run them: bound
+        # on the server, where psycopg would prepare them on its own.
+        for _ in range(20):
+            with connection.Database.Cursor(connection.connection) as cursor:
+                cursor.execute("SELECT count(*) FROM toosimpleq_taskexec WHERE priority > %s", [0])
+        self.assertFalse([statement for statement in self.prepared_statements() if "count" in statement])
+
+    def test_behind_a_pooler_in_transaction_mode_nothing_is_prepared(self):
+        # DISABLE_SERVER_SIDE_CURSORS is what Django asks for behind PgBouncer in transaction mode.
+        with mock.patch.dict(connection.settings_dict, {"DISABLE_SERVER_SIDE_CURSORS": True}):
+            self.claim_and_finish()
+            self.assert_prepared(False)
+
+    def test_the_setting_decides_when_given(self):
+        for setting, pooled, expected in ((False, False, False), (True, True, True)):
+            with self.subTest(setting=setting, disable_server_side_cursors=pooled):
+                connection.close()
+                with (
+                    self.settings(TOOSIMPLEQ_PREPARED_STATEMENTS=setting),
+                    mock.patch.dict(connection.settings_dict, {"DISABLE_SERVER_SIDE_CURSORS": pooled}),
+                ):
+                    self.claim_and_finish()
+                    self.assert_prepared(expected)

@@ -11,7 +11,6 @@ import io
 import logging
 import sys
 import threading
-from contextlib import contextmanager
 
 _buffers = threading.local()
 _install_lock = threading.Lock()
@@ -74,12 +73,23 @@ def _stream_handlers():
                 yield handler
 
 
-class Output:
-    """The text captured during one ``captured_output()`` block."""
+class captured_output:
+    """Capture this thread's stdout and stderr while in this block: ``with captured_output() as output:``.
+
+    A class rather than a generator: it runs once per task.
+    """
 
     def __init__(self):
         self._stdout = io.StringIO()
         self._stderr = io.StringIO()
+
+    def __enter__(self):
+        install()
+        _buffers.stdout, _buffers.stderr = self._stdout, self._stderr
+        return self
+
+    def __exit__(self, *exc_info):
+        _buffers.stdout = _buffers.stderr = None
 
     @property
     def stdout(self):
@@ -88,15 +98,3 @@ class Output:
     @property
     def stderr(self):
         return self._stderr.getvalue()
-
-
-@contextmanager
-def captured_output():
-    """Capture this thread's stdout and stderr into the yielded Output."""
-    install()
-    output = Output()
-    _buffers.stdout, _buffers.stderr = output._stdout, output._stderr
-    try:
-        yield output
-    finally:
-        _buffers.stdout = _buffers.stderr = None

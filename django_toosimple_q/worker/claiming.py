@@ -1,7 +1,7 @@
 """The SQL of a task's way through a worker: claiming it, and storing its end.
 
 Both run once per task or batch, so both are written out as SQL once and
-sent through a cursor of the driver itself (see ``_driver_cursor``).
+sent through a cursor of the driver itself (see ``_run``).
 
 PostgreSQL: one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)
 RETURNING`` statement, so concurrent workers skip each other's rows instead
@@ -14,13 +14,15 @@ then an UPDATE, in one transaction.
 import functools
 import json
 import logging
+import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections, models, transaction
 from django.utils import timezone
 
+from .. import conf
 from ..models import TaskExec
 from .backoff import Backoff
 
@@ -32,8 +34,9 @@ States = TaskExec.States
 CLAIMED_COLUMNS = ("id", "task_name", "args", "kwargs", "queue", "priority", "retries", "retry_delay")
 
 
-@dataclass(frozen=True)
-class ClaimedTask:
+class ClaimedTask(NamedTuple):
+    """A claimed execution: made for every task, so a tuple rather than a frozen dataclass."""
+
     id: int
     task_name: str
     args: list
@@ -77,10 +80,11 @@ def claim(worker_id, limit, queue_filter):
     """Flip up to ``limit`` QUEUED tasks to PROCESSING for this worker, and return them."""
     if limit <= 0:
         return []
-    if connection.vendor == "postgresql":
-        return _claim_returning(worker_id, limit, queue_filter, lock_clause=" FOR UPDATE SKIP LOCKED")
-    if connection.vendor == "sqlite":
-        return _retry_while_locked(lambda: _claim_sqlite(worker_id, limit, queue_filter))
+    database = connections[DEFAULT_DB_ALIAS]
+    if database.vendor == "postgresql":
+        return _claim_returning(database, worker_id, limit, queue_filter, lock_clause=" FOR UPDATE SKIP LOCKED")
+    if database.vendor == "sqlite":
+        return _retry_while_locked(lambda: _claim_sqlite(database, worker_id, limit, queue_filter))
     return _claim_with_orm(worker_id, limit, queue_filter)
 
 
@@ -106,50 +110,90 @@ def _claim_sql(vendor, queue_filter, lock_clause):
     return _in_driver_style(vendor, sql), tuple(queue_params)
 
 
-def _claim_returning(worker_id, limit, queue_filter, lock_clause=""):
-    database = connections[DEFAULT_DB_ALIAS]
+def _claim_returning(database, worker_id, limit, queue_filter, lock_clause=""):
     sql, queue_params = _claim_sql(database.vendor, queue_filter, lock_clause)
     started = database.ops.adapt_datetimefield_value(timezone.now())
-    with _driver_cursor(database) as cursor:
-        cursor.execute(sql, [started, worker_id, *queue_params, limit])
-        return [_claimed_task(row) for row in cursor.fetchall()]
+    rows = _run(database, sql, [started, worker_id, *queue_params, limit], _fetchall)
+    return [_claimed_task(row) for row in rows]
 
 
-def _claim_sqlite(worker_id, limit, queue_filter):
+def _claim_sqlite(database, worker_id, limit, queue_filter):
     # Django's atomic() would BEGIN DEFERRED unless the user set
     # transaction_mode; the write lock must be taken before reading.
-    with _driver_cursor(connections[DEFAULT_DB_ALIAS]) as cursor:
-        cursor.execute("BEGIN IMMEDIATE")
-        try:
-            claimed = _claim_returning(worker_id, limit, queue_filter)
-        except BaseException:
-            cursor.execute("ROLLBACK")
-            raise
-        cursor.execute("COMMIT")
+    _run(database, "BEGIN IMMEDIATE", (), _nothing)
+    try:
+        claimed = _claim_returning(database, worker_id, limit, queue_filter)
+    except BaseException:
+        _run(database, "ROLLBACK", (), _nothing)
+        raise
+    _run(database, "COMMIT", (), _nothing)
     return claimed
 
 
-@contextmanager
-def _driver_cursor(database):
-    """A cursor of the database driver itself, for the statements of each task.
+def _run(database, sql, params, read):
+    """Run ``sql`` on ``database`` with a cursor of the driver itself; returns ``read(cursor)``.
 
-    Django's cursors suit SQL that changes from call to call. With psycopg
-    they bind parameters on the client, so PostgreSQL parses and plans each
-    statement anew; these never change, and psycopg prepares them once when
-    OPTIONS["prepare_threshold"] allows (Django leaves it off by default, for
-    connection poolers). On SQLite it spares rewriting every statement.
-    Errors are still Django's.
+    Django's cursors suit SQL that changes from call to call; these few
+    statements never change and run once per task. With psycopg, Django's
+    cursors bind parameters on the client, so PostgreSQL would parse and
+    plan each run anew: here they are prepared, and planned once per
+    connection (see ``_prepares``). On SQLite it spares rewriting every
+    statement. Errors are still Django's.
     ``database`` is this thread's DatabaseWrapper, looked up once by the
     caller: the ``connection`` proxy looks it up at every attribute.
     """
     with database.wrap_database_errors:
-        database.ensure_connection()
-        driver, raw = database.Database, database.connection
-        cursor = driver.Cursor(raw) if driver.__name__ == "psycopg" else raw.cursor()
+        if database.connection is None:
+            database.ensure_connection()
+        raw = database.connection
+        psycopg = database.Database.__name__ == "psycopg"
+        cursor = database.Database.Cursor(raw) if psycopg else raw.cursor()
         try:
-            yield cursor
+            if psycopg:
+                cursor.execute(sql, params, prepare=_prepares(database, raw))
+            else:
+                cursor.execute(sql, params)
+            return read(cursor)
         finally:
             cursor.close()
+
+
+def _fetchall(cursor):
+    return cursor.fetchall()
+
+
+def _rowcount(cursor):
+    return cursor.rowcount
+
+
+def _nothing(cursor):
+    return None
+
+
+# psycopg prepares a statement by itself once it has run this many times:
+# never, for the connection's other statements, when Django turned that off.
+ONLY_WHEN_ASKED = sys.maxsize
+
+
+def _prepares(database, raw):
+    """Whether psycopg is to prepare these statements on ``raw``, a psycopg connection.
+
+    Django turns psycopg's prepared statements off unless OPTIONS asks for
+    them, because a connection pooler in transaction mode (PgBouncer before
+    1.21) may send the next transaction to a server connection that never
+    saw the statement. TOOSIMPLEQ_PREPARED_STATEMENTS decides for these
+    statements; left to None, they are prepared unless the database has
+    DISABLE_SERVER_SIDE_CURSORS, which Django asks for behind such a pooler.
+    The decision is taken once per connection, and kept in it.
+    """
+    if raw.prepare_threshold is None:  # as Django leaves it: psycopg prepares nothing
+        prepare = conf.PREPARED_STATEMENTS
+        if prepare is None:
+            prepare = not database.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")
+        if not prepare:
+            return False
+        raw.prepare_threshold = ONLY_WHEN_ASKED
+    return True
 
 
 def _in_driver_style(vendor, sql):
@@ -172,13 +216,17 @@ def _claim_with_orm(worker_id, limit, queue_filter):
         return [ClaimedTask(*row) for row in rows]
 
 
+# The columns that hold JSON: Django has the drivers return it as text, for
+# JSONField to decode.
+JSON_COLUMNS = [CLAIMED_COLUMNS.index("args"), CLAIMED_COLUMNS.index("kwargs")]
+
+
 def _claimed_task(row):
-    values = dict(zip(CLAIMED_COLUMNS, row))
-    for column in ("args", "kwargs"):
-        # Django has the drivers return JSON as text, for JSONField to decode.
-        if isinstance(values[column], str):
-            values[column] = json.loads(values[column])
-    return ClaimedTask(**values)
+    values = list(row)
+    for position in JSON_COLUMNS:
+        if isinstance(values[position], str):
+            values[position] = json.loads(values[position])
+    return ClaimedTask(*values)
 
 
 def finish(execution_id, worker_id, outcome):
@@ -188,16 +236,18 @@ def finish(execution_id, worker_id, outcome):
     from this worker (taken for dead, its task queued again) meanwhile.
     """
     database = connections[DEFAULT_DB_ALIAS]
-    names = tuple(sorted(outcome))
-    sql, fields = _finish_sql(database.vendor, names)
-    values = [_db_value(field, outcome[name], database) for name, field in zip(names, fields)]
-    with _driver_cursor(database) as cursor:
-        cursor.execute(sql, [*values, execution_id, worker_id])
-        return cursor.rowcount
+    names = tuple(outcome)
+    sql, adapters = _finish_sql(database.vendor, names)
+    values = [
+        value if adapt is None else adapt(value, database)
+        for value, adapt in zip(outcome.values(), adapters)
+    ]
+    return _run(database, sql, [*values, execution_id, worker_id], _rowcount)
 
 
 @functools.lru_cache
 def _finish_sql(vendor, names):
+    """The finishing UPDATE of the fields ``names``, and for each, its adapter (see ``_adapter``)."""
     quote = connection.ops.quote_name
     fields = [TaskExec._meta.get_field(name) for name in names]
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
@@ -205,16 +255,24 @@ def _finish_sql(vendor, names):
         f"UPDATE {quote(TaskExec._meta.db_table)} SET {assignments} "
         f"WHERE id = %s AND state = '{States.PROCESSING}' AND worker_id = %s"
     )
-    return _in_driver_style(vendor, sql), fields
+    return _in_driver_style(vendor, sql), tuple(_adapter(field) for field in fields)
 
 
-def _db_value(field, value, database):
-    """``value`` as the driver takes it for ``field``'s column."""
+def _adapter(field):
+    """What turns a value of ``field`` into what the driver takes: ``adapt(value, database)``, or None for as it is.
+
+    The field's own machinery is only needed by some: it runs once per task.
+    """
     if isinstance(field, (models.CharField, models.TextField)):
-        return value  # text goes as it is: spare the field's machinery
-    if field.is_relation and value is not None:
-        value = value.pk  # a foreign key holds the primary key of its row
-    return field.get_db_prep_save(value, database)
+        return None
+    if isinstance(field, models.DateTimeField):
+        # The finishing times come from timezone.now(): already aware, or
+        # naive, as USE_TZ wants them.
+        return lambda value, database: database.ops.adapt_datetimefield_value(value)
+    if field.is_relation:
+        # A foreign key holds the primary key of its row.
+        return lambda row, database: field.get_db_prep_save(row if row is None else row.pk, database)
+    return field.get_db_prep_save
 
 
 def release(ids, worker_id):
