@@ -260,6 +260,16 @@ class RunningTests(TransactionTestCase):
         self.assertEqual(states([after]), [States.SUCCEEDED])
         self.assertEqual(worker.exit_code, 0)
 
+    def test_a_transaction_the_task_left_open_is_rolled_back_and_its_outcome_stored(self):
+        # As at the end of a request: what the task did not commit is undone,
+        # and its connection is not the one its outcome is written on.
+        forgetful = tasks.leave_transaction_open.queue("uncommitted")
+        after = tasks.record.using(priority=-1).queue("after")
+        worker = run_in_process(threads=1)
+        self.assertEqual(states([forgetful, after]), [States.SUCCEEDED, States.SUCCEEDED])
+        self.assertEqual(list(Execution.objects.values_list("key", flat=True)), ["after"])
+        self.assertEqual(worker.exit_code, 0)
+
     @skipUnless(connection.vendor == "postgresql", "PostgreSQL text and jsonb refuse NUL characters")
     def test_outcome_the_database_refuses_fails_the_task_and_the_worker_goes_on(self):
         nul_result = tasks.unstorable.queue("nul result")

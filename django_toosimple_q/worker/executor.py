@@ -48,6 +48,9 @@ def execute(claimed, worker_id, give_up=lambda: True):
         else:
             outcome.update(_stored_result(value))
     outcome.update(stdout=output.stdout, stderr=output.stderr)
+    # Before the outcome is written: a connection the task left in a
+    # transaction would take the outcome into it, and roll it back.
+    recycle_connections()
     store = _finish_and_retry if outcome["state"] == States.FAILED and claimed.retries != 0 else _finish
     _store(store, claimed, worker_id, give_up, **outcome)
 
@@ -123,12 +126,14 @@ def _finish_and_retry(claimed, worker_id, **outcome):
 
 
 def recycle_connections():
-    """Keep this thread's connections for its next task, unless they broke.
+    """Keep this thread's connections for its next task, unless the task left them unfit.
 
-    A worker thread runs task after task: reconnecting each time would cost
-    more than most tasks. The pool bounds the connections to one per thread,
-    so keeping them leaks nothing; Django's own rules still close a broken
-    one, and one older than a CONN_MAX_AGE given in seconds.
+    As at the end of a request, Django's own rules close a broken one, one
+    left outside autocommit (what the task did not commit is undone), and
+    one older than a CONN_MAX_AGE given in seconds. The others are kept: a
+    worker thread runs task after task, and reconnecting each time would
+    cost more than most tasks. The pool bounds the connections to one per
+    thread, so keeping them leaks nothing.
     """
     for connection in connections.all(initialized_only=True):
         if connection.settings_dict["CONN_MAX_AGE"] == 0:

@@ -290,8 +290,6 @@ class Worker:
             executor.execute(task, self.status.pk, give_up=self._stopping_now)
         except Exception:
             logger.exception("could not store the outcome of %s #%s", task.task_name, task.id)
-        finally:
-            executor.recycle_connections()
 
     def _stopping_now(self):
         """Whether the grace period is over: outcomes not yet stored are abandoned."""

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 
 from django_toosimple_q.decorators import register_task
 
@@ -165,3 +165,11 @@ def chatter(marker, lines, barrier_name, parties):
         chatter_logger.info("%s log %s", marker, i)
         time.sleep(0)  # let the other threads write in between
     return marker
+
+
+@register_task("tests.leave_transaction_open")
+def leave_transaction_open(key):
+    """Writes in a transaction it never ends, as a task that forgot to commit."""
+    transaction.set_autocommit(False)
+    Execution.objects.create(key=key)
+    return key
