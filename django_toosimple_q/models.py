@@ -1,12 +1,13 @@
 """What the database stores: task executions and workers."""
 
 import datetime
+import functools
 import hashlib
 import os
 import socket
 
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 
 from . import conf, serialization, wakeup
@@ -52,23 +53,68 @@ CALL_FIELDS = ("task_name", "args", "kwargs", "queue", "priority", "retries", "r
 
 
 def _insert_waiting(execution):
-    """Insert a new waiting row; False when the same unique call already waits."""
-    if execution.dedup_key is None:
-        execution.save(force_insert=True)
+    """Insert a new waiting row; False when the same unique call already waits.
+
+    The unique index on ``dedup_key`` refuses the same call already waiting:
+    it decides between concurrent callers too.
+    """
+    using = router.db_for_write(TaskExec, instance=execution)
+    connection = connections[using]
+    if connection.vendor in ("postgresql", "sqlite") and connection.features.can_return_columns_from_insert:
+        inserted = _insert_returning(execution, connection)
     else:
-        try:
-            # A savepoint, so that the caller's own transaction survives
-            # the refusal.
-            with transaction.atomic():
-                execution.save(force_insert=True)
-        except IntegrityError:
-            # The unique index refused the same call, already waiting: it
-            # decides between concurrent callers too.
-            return False
-    if execution.state == TaskExec.States.QUEUED:
-        # Inside the caller's transaction the wake-up is sent when it
-        # commits; otherwise the row is committed already.
-        wakeup.task_queued(execution.queue)
+        inserted = _insert_with_orm(execution, using)
+    if inserted and execution.state == TaskExec.States.QUEUED:
+        wakeup.task_queued(execution.queue, using)
+    return inserted
+
+
+def _insert_returning(execution, connection):
+    """One INSERT, written once: queue() runs it in the caller's request.
+
+    A refused duplicate is no error (ON CONFLICT DO NOTHING: no savepoint
+    needed), and on PostgreSQL the same statement sends the NOTIFY that
+    wakes idle workers, delivered when it commits.
+    """
+    notify = connection.vendor == "postgresql" and execution.state == TaskExec.States.QUEUED
+    sql, fields = _insert_sql(connection.alias, notify)
+    values = [field.get_db_prep_save(field.pre_save(execution, add=True), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    execution.pk = row[0]
+    execution._state.adding, execution._state.db = False, connection.alias  # as save() leaves it
+    return True
+
+
+@functools.lru_cache
+def _insert_sql(alias, notify):
+    """The INSERT of a waiting row on database ``alias``, and the fields of its values."""
+    quote = connections[alias].ops.quote_name
+    column = {field.name: quote(field.column) for field in TaskExec._meta.concrete_fields}
+    fields = [field for field in TaskExec._meta.concrete_fields if not field.primary_key]
+    insert = (
+        f"INSERT INTO {quote(TaskExec._meta.db_table)} ({', '.join(column[field.name] for field in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))}) "
+        f"ON CONFLICT ({column['dedup_key']}) DO NOTHING RETURNING {column['id']} AS id, {column['queue']} AS queue"
+    )
+    if notify:
+        insert = f"WITH queued AS ({insert}) SELECT id, pg_notify('{wakeup.CHANNEL}', queue) FROM queued"
+    return insert, fields
+
+
+def _insert_with_orm(execution, using):
+    if execution.dedup_key is None:
+        execution.save(force_insert=True, using=using)
+        return True
+    try:
+        # A savepoint, so that the caller's own transaction survives the refusal.
+        with transaction.atomic(using=using):
+            execution.save(force_insert=True, using=using)
+    except IntegrityError:
+        return False
     return True
 
 

@@ -21,12 +21,12 @@ CHANNEL = "toosimpleq"
 _local_workers = weakref.WeakSet()
 
 
-def task_queued(queue, using="default"):
-    """Call in the transaction that queued a task on ``queue``."""
-    connection = connections[using]
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, queue])
+def task_queued(queue, using):
+    """Call in the transaction that queued a task on ``queue``: wakes this process's workers when it commits.
+
+    The NOTIFY for the other processes' workers goes with the INSERT
+    (models.py), in the same statement.
+    """
     if _local_workers:
         transaction.on_commit(partial(_wake_local_workers, queue), using=using)
 
