@@ -12,20 +12,20 @@ import logging
 import sys
 import threading
 
-_buffers = threading.local()
+_current = threading.local()  # .capture: the captured_output of this thread, if any
 _install_lock = threading.Lock()
 
 
 class ThreadRoutedStream:
-    """Writes to the calling thread's buffer for ``name``, else to ``original``."""
+    """Writes to the calling thread's capture buffer for ``name``, else to ``original``."""
 
     def __init__(self, name, original):
         self.name = name
         self.original = original
 
     def _target(self):
-        buffer = getattr(_buffers, self.name, None)
-        return self.original if buffer is None else buffer
+        capture = getattr(_current, "capture", None)
+        return self.original if capture is None else capture.buffer(self.name)
 
     def write(self, text):
         return self._target().write(text)
@@ -76,25 +76,36 @@ def _stream_handlers():
 class captured_output:
     """Capture this thread's stdout and stderr while in this block: ``with captured_output() as output:``.
 
-    A class rather than a generator: it runs once per task.
+    It runs once per task, and most tasks print nothing: a class rather
+    than a generator, and buffers made on the first write.
     """
 
     def __init__(self):
-        self._stdout = io.StringIO()
-        self._stderr = io.StringIO()
+        self._buffers = {}
 
     def __enter__(self):
         install()
-        _buffers.stdout, _buffers.stderr = self._stdout, self._stderr
+        _current.capture = self
         return self
 
     def __exit__(self, *exc_info):
-        _buffers.stdout = _buffers.stderr = None
+        _current.capture = None
+
+    def buffer(self, name):
+        """The buffer of the stream ``name`` ("stdout" or "stderr")."""
+        buffer = self._buffers.get(name)
+        if buffer is None:
+            buffer = self._buffers[name] = io.StringIO()
+        return buffer
 
     @property
     def stdout(self):
-        return self._stdout.getvalue()
+        return self._text("stdout")
 
     @property
     def stderr(self):
-        return self._stderr.getvalue()
+        return self._text("stderr")
+
+    def _text(self, name):
+        buffer = self._buffers.get(name)
+        return "" if buffer is None else buffer.getvalue()

@@ -184,7 +184,8 @@ def _prepares(database, raw):
     saw the statement. TOOSIMPLEQ_PREPARED_STATEMENTS decides for these
     statements; left to None, they are prepared unless the database has
     DISABLE_SERVER_SIDE_CURSORS, which Django asks for behind such a pooler.
-    The decision is taken once per connection, and kept in it.
+    The decision is taken once per connection, and kept in it. A connection
+    whose OPTIONS set prepare_threshold prepares them as it prepares the rest.
     """
     if raw.prepare_threshold is None:  # as Django leaves it: psycopg prepares nothing
         prepare = conf.PREPARED_STATEMENTS

@@ -36,27 +36,31 @@ def execute(claimed, worker_id, give_up=lambda: True):
     if task is None:
         message = f"Task {claimed.task_name!r} is not registered: it was renamed or removed from the code"
         logger.error("%s (execution #%s)", message, claimed.id)
-        _store(_finish, claimed, worker_id, give_up, state=States.INVALID, error=message)
-        return
-    logger.debug("running %s #%s", claimed.task_name, claimed.id)
-    outcome = {}
-    with captured_output() as output:
-        try:
-            value = task.func(*serialization.decode(claimed.args), **serialization.decode(claimed.kwargs))
-        except BaseException:  # noqa: B036 - SystemExit and KeyboardInterrupt fail the task, not the worker
-            outcome.update(state=States.FAILED, error=traceback.format_exc())
-        else:
-            outcome.update(_stored_result(value))
-    outcome.update(stdout=output.stdout, stderr=output.stderr)
-    # Before the outcome is written: a connection the task left in a
-    # transaction would take the outcome into it, and roll it back.
-    recycle_connections()
+        outcome = {"state": States.INVALID, "error": message}
+    else:
+        logger.debug("running %s #%s", claimed.task_name, claimed.id)
+        with captured_output() as output:
+            outcome = _call(task, claimed)
+        outcome["stdout"], outcome["stderr"] = output.stdout, output.stderr
+        # Before the outcome is written: a connection the task left in a
+        # transaction would take the outcome into it, and roll it back.
+        recycle_connections()
+    outcome["finished"] = timezone.now()
     store = _finish_and_retry if outcome["state"] == States.FAILED and claimed.retries != 0 else _finish
-    _store(store, claimed, worker_id, give_up, **outcome)
+    _store(store, claimed, worker_id, give_up, outcome)
 
 
-def _store(store, claimed, worker_id, give_up, **outcome):
-    """``store(claimed, worker_id, **outcome)``, through database outages.
+def _call(task, claimed):
+    """Run the task's function; its outcome: the state, and the result or the error."""
+    try:
+        value = task.func(*serialization.decode(claimed.args), **serialization.decode(claimed.kwargs))
+    except BaseException:  # noqa: B036 - SystemExit and KeyboardInterrupt fail the task, not the worker
+        return {"state": States.FAILED, "error": traceback.format_exc()}
+    return _stored_result(value)
+
+
+def _store(store, claimed, worker_id, give_up, outcome):
+    """``store(claimed, worker_id, outcome)``, through database outages.
 
     An outcome the database refuses (PostgreSQL holds no NUL character) is
     replaced by a failure that says why: storing it again would not help.
@@ -65,13 +69,17 @@ def _store(store, claimed, worker_id, give_up, **outcome):
     refused = False
     while True:
         try:
-            return store(claimed, worker_id, **outcome)
+            return store(claimed, worker_id, outcome)
         except DataError as error:
             if refused:
                 raise
             refused = True
             logger.error("the database refused the outcome of %s #%s (%s)", claimed.task_name, claimed.id, error)
-            outcome = {"state": States.FAILED, "error": f"The outcome of the task could not be stored: {error}"}
+            outcome = {
+                "state": States.FAILED,
+                "error": f"The outcome of the task could not be stored: {error}",
+                "finished": outcome["finished"],
+            }
         except (DatabaseError, InterfaceError) as error:
             if give_up():
                 raise
@@ -101,14 +109,14 @@ def _preview(value):
     return text if len(text) <= PREVIEW_LENGTH else text[: PREVIEW_LENGTH - 1] + "…"
 
 
-def _finish(claimed, worker_id, **outcome):
-    finished = claiming.finish(claimed.id, worker_id, {"finished": timezone.now(), **outcome})
+def _finish(claimed, worker_id, outcome):
+    finished = claiming.finish(claimed.id, worker_id, outcome)
     if not finished:
         logger.warning("%s #%s was taken from this worker before it finished", claimed.task_name, claimed.id)
     return finished
 
 
-def _finish_and_retry(claimed, worker_id, **outcome):
+def _finish_and_retry(claimed, worker_id, outcome):
     """Store the failure and queue the next try, in one transaction."""
     delay = claimed.retry_delay
     now = timezone.now()
@@ -121,7 +129,7 @@ def _finish_and_retry(claimed, worker_id, **outcome):
             retries=claimed.retries - 1 if claimed.retries > 0 else -1,
             retry_delay=delay * 2,
         )
-        if not _finish(claimed, worker_id, replaced_by=retry, **outcome):
+        if not _finish(claimed, worker_id, {**outcome, "replaced_by": retry}):
             transaction.set_rollback(True)
 
 
