@@ -9,7 +9,9 @@ baseline (bench/baseline.py: the same SQL in plain DB-API, no Django) run
 the same scenarios on the same rows:
 
 1. enqueue rate: N queue() calls, each its own transaction; the baseline
-   runs one INSERT per task (with its pg_notify on PostgreSQL), autocommit;
+   runs one INSERT per task (with its pg_notify on PostgreSQL), autocommit.
+   Then one queue_many() of N calls; the baseline inserts them all with one
+   INSERT ... SELECT;
 2. drain: N no-op tasks queued, then one worker with 1 and 8 threads runs
    until done (timed as bench/scenarios.py says; the median of --repeat runs);
 3. pickup latency: an idle worker, then tasks queued one at a time, each

@@ -1,6 +1,7 @@
 """The engine's side of enqueueing, through Django and queue(); prints JSON.
 
     python -m bench.client enqueue N    N queue() calls, each its own transaction: {"seconds": S}
+    python -m bench.client enqueue-many N    one queue_many() of N calls: {"seconds": S}
     python -m bench.client latency N    pickup latency of N tasks, one at a time: {"latencies": [S, ...]}
 
 A worker must be running for ``latency``, unless --embedded runs one in this
@@ -26,6 +27,15 @@ def time_enqueues(count):
     return {"seconds": time.perf_counter() - started}
 
 
+def time_bulk_enqueue(count):
+    from bench.tasks import noop
+
+    noop.queue()  # connecting is not part of the rate
+    started = time.perf_counter()
+    noop.queue_many([()] * count)
+    return {"seconds": time.perf_counter() - started}
+
+
 def time_pickups(samples, timeout, embedded):
     from bench import latency
     from bench.tasks import stamp
@@ -48,7 +58,7 @@ def time_pickups(samples, timeout, embedded):
 
 def main():
     parser = argparse.ArgumentParser(prog="python -m bench.client", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("enqueue", "latency"))
+    parser.add_argument("action", choices=("enqueue", "enqueue-many", "latency"))
     parser.add_argument("count", type=int)
     parser.add_argument("--timeout", type=float, default=30, help="seconds a task may take to run (latency)")
     parser.add_argument("--embedded", action="store_true", help="run an embedded worker in this process (latency)")
@@ -57,6 +67,8 @@ def main():
     django.setup()
     if args.action == "enqueue":
         outcome = time_enqueues(args.count)
+    elif args.action == "enqueue-many":
+        outcome = time_bulk_enqueue(args.count)
     else:
         outcome = time_pickups(args.count, args.timeout, args.embedded)
     json.dump(outcome, sys.stdout)

@@ -80,6 +80,11 @@ class Scenarios:
             self.table.enqueue(NOOP)
         raw = time.perf_counter() - started
         self.add("enqueue: single queue() calls (tasks/s)", count / engine, count / raw)
+        engine = processes.run(processes.client("enqueue-many", str(count)), self.db).json()["seconds"]
+        started = time.perf_counter()
+        self.table.insert_copies(count, task_name=NOOP, state="QUEUED", due=self.db.now())
+        raw = time.perf_counter() - started
+        self.add("enqueue: one queue_many() (tasks/s)", count / engine, count / raw)
 
     # 2. Drain.
 

@@ -1,5 +1,6 @@
 """What the database stores: task executions and workers."""
 
+import contextlib
 import datetime
 import functools
 import hashlib
@@ -14,25 +15,35 @@ from . import conf, serialization, wakeup
 
 
 class TaskExecQuerySet(models.QuerySet):
-    def enqueue(self, task, args, kwargs, *, due=None, priority, queue):
-        """Store a call of ``task``; False when it is unique and already waiting."""
-        encoded_args, encoded_kwargs = serialization.encode_call(args, kwargs)
-        now = timezone.now()
+    def enqueue_many(self, task, calls, *, due=None, priority, queue):
+        """Store calls of ``task``, each an ``(args, kwargs)`` pair, all or none.
+
+        Returns a list: for each call its TaskExec, or False when the task is
+        unique and the same call is already waiting (or comes earlier in
+        ``calls``). Nothing is stored when a call's arguments cannot be.
+        """
         _check_due(due)
-        execution = TaskExec(
-            task_name=task.name,
-            args=encoded_args,
-            kwargs=encoded_kwargs,
-            queue=queue,
-            priority=priority,
-            state=TaskExec.States.QUEUED if due is None or due <= now else TaskExec.States.SLEEPING,
-            due=now if due is None else due,
-            retries=task.retries,
-            retry_delay=task.retry_delay,
-        )
-        if task.unique:
-            execution.dedup_key = dedup_key(task.name, encoded_args, encoded_kwargs)
-        return execution if _insert_waiting(execution) else False
+        now = timezone.now()
+        state = TaskExec.States.QUEUED if due is None or due <= now else TaskExec.States.SLEEPING
+        executions = []
+        for args, kwargs in calls:
+            encoded_args, encoded_kwargs = serialization.encode_call(args, kwargs)
+            execution = TaskExec(
+                task_name=task.name,
+                args=encoded_args,
+                kwargs=encoded_kwargs,
+                queue=queue,
+                priority=priority,
+                state=state,
+                due=now if due is None else due,
+                retries=task.retries,
+                retry_delay=task.retry_delay,
+            )
+            if task.unique:
+                execution.dedup_key = dedup_key(task.name, encoded_args, encoded_kwargs)
+            executions.append(execution)
+        inserted = _insert_waiting(executions)
+        return [execution if stored else False for execution, stored in zip(executions, inserted)]
 
     def requeue(self, execution, **changes):
         """Store another run of ``execution``'s call: a retry, a replacement.
@@ -45,77 +56,124 @@ class TaskExecQuerySet(models.QuerySet):
         # The new run waits like a queued call, so it is deduplicated like one.
         if again.task is not None and again.task.unique:
             again.dedup_key = dedup_key(again.task_name, again.args, again.kwargs)
-        return again if _insert_waiting(again) else None
+        [stored] = _insert_waiting([again])
+        return again if stored else None
 
 
 # What another run of a call copies from the execution it follows.
 CALL_FIELDS = ("task_name", "args", "kwargs", "queue", "priority", "retries", "retry_delay")
 
 
-def _insert_waiting(execution):
-    """Insert a new waiting row; False when the same unique call already waits.
+# Enough rows in one INSERT to spread the cost of a round trip; few enough
+# to keep its SQL under 4 kB, the longest statement psycopg keeps parsed.
+ROWS_PER_INSERT = 40
 
-    The unique index on ``dedup_key`` refuses the same call already waiting:
-    it decides between concurrent callers too.
+
+def _insert_waiting(executions):
+    """Insert new waiting rows; for each, whether it was stored.
+
+    The unique index on ``dedup_key`` refuses a call already waiting: it
+    decides between concurrent callers too. A call that comes twice in
+    ``executions`` is stored once.
     """
-    using = router.db_for_write(TaskExec, instance=execution)
+    if not executions:
+        return []
+    using = router.db_for_write(TaskExec, instance=executions[0])
     connection = connections[using]
-    if connection.vendor in ("postgresql", "sqlite") and connection.features.can_return_columns_from_insert:
-        inserted = _insert_returning(execution, connection)
-    else:
-        inserted = _insert_with_orm(execution, using)
-    if inserted and execution.state == TaskExec.States.QUEUED:
-        wakeup.task_queued(execution.queue, using)
-    return inserted
+    fresh = [execution for execution, first in zip(executions, _first_of_each_call(executions)) if first]
+    insert = _insert_returning if _can_insert_returning(connection) else _insert_with_orm
+    batch_size = min(connection.ops.bulk_batch_size(_inserted_fields(), fresh), ROWS_PER_INSERT)
+    # One row is one statement, atomic by itself.
+    with transaction.atomic(using=using) if len(fresh) > 1 else contextlib.nullcontext():
+        for start in range(0, len(fresh), batch_size):
+            insert(fresh[start : start + batch_size], connection)
+    # Django marks what it saved; the inserts here mark what they stored the same way.
+    stored = [not execution._state.adding for execution in executions]
+    queued = {execution.queue for execution in fresh if execution.pk and execution.state == TaskExec.States.QUEUED}
+    for queue in queued:
+        wakeup.task_queued(queue, using)
+    return stored
 
 
-def _insert_returning(execution, connection):
-    """One INSERT, written once: queue() runs it in the caller's request.
+def _can_insert_returning(connection):
+    """Whether the database takes ON CONFLICT DO NOTHING and RETURNING (PostgreSQL, SQLite >= 3.35)."""
+    return connection.vendor in ("postgresql", "sqlite") and connection.features.can_return_columns_from_insert
+
+
+def _first_of_each_call(executions):
+    """For each execution, False when an earlier one is the same waiting call (same dedup_key)."""
+    seen = set()
+    first = []
+    for execution in executions:
+        key = execution.dedup_key
+        first.append(key is None or key not in seen)
+        seen.add(key)
+    return first
+
+
+def _inserted_fields():
+    return [field for field in TaskExec._meta.concrete_fields if not field.primary_key]
+
+
+def _insert_returning(executions, connection):
+    """INSERT ``executions`` in one statement.
 
     A refused duplicate is no error (ON CONFLICT DO NOTHING: no savepoint
     needed), and on PostgreSQL the same statement sends the NOTIFY that
     wakes idle workers, delivered when it commits.
     """
-    notify = connection.vendor == "postgresql" and execution.state == TaskExec.States.QUEUED
-    sql, fields = _insert_sql(connection.alias, notify)
-    values = [field.get_db_prep_save(field.pre_save(execution, add=True), connection) for field in fields]
+    notify = connection.vendor == "postgresql" and any(
+        execution.state == TaskExec.States.QUEUED for execution in executions
+    )
+    sql = _insert_sql(connection.alias, notify, len(executions))
+    fields = _inserted_fields()
+    values = [
+        field.get_db_prep_save(field.pre_save(execution, add=True), connection)
+        for execution in executions
+        for field in fields
+    ]
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
-        row = cursor.fetchone()
-    if row is None:
-        return False
-    execution.pk = row[0]
-    execution._state.adding, execution._state.db = False, connection.alias  # as save() leaves it
-    return True
+        returned = [row[:2] for row in cursor.fetchall()]  # (id, dedup_key), less what pg_notify() returned
+    # Rows come back in the order of the VALUES, as Django's bulk_create
+    # relies on, less those refused: only unique calls are refused, and
+    # their dedup_key tells which they are.
+    ids_by_key = {key: pk for pk, key in returned if key is not None}
+    unkeyed_ids = iter([pk for pk, key in returned if key is None])
+    for execution in executions:
+        pk = next(unkeyed_ids) if execution.dedup_key is None else ids_by_key.get(execution.dedup_key)
+        if pk is not None:
+            execution.pk = pk
+            execution._state.adding, execution._state.db = False, connection.alias  # as save() leaves it
 
 
-@functools.lru_cache
-def _insert_sql(alias, notify):
-    """The INSERT of a waiting row on database ``alias``, and the fields of its values."""
+@functools.lru_cache(maxsize=32)
+def _insert_sql(alias, notify, rows):
+    """The INSERT of ``rows`` waiting rows on database ``alias``, the values in ``_inserted_fields()`` order."""
     quote = connections[alias].ops.quote_name
     column = {field.name: quote(field.column) for field in TaskExec._meta.concrete_fields}
-    fields = [field for field in TaskExec._meta.concrete_fields if not field.primary_key]
+    fields = _inserted_fields()
+    row = f"({', '.join(['%s'] * len(fields))})"
     insert = (
         f"INSERT INTO {quote(TaskExec._meta.db_table)} ({', '.join(column[field.name] for field in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(fields))}) "
-        f"ON CONFLICT ({column['dedup_key']}) DO NOTHING RETURNING {column['id']} AS id, {column['queue']} AS queue"
+        f"VALUES {', '.join([row] * rows)} "
+        f"ON CONFLICT ({column['dedup_key']}) DO NOTHING "
+        f"RETURNING {column['id']} AS id, {column['dedup_key']} AS dedup_key, {column['queue']} AS queue"
     )
     if notify:
-        insert = f"WITH queued AS ({insert}) SELECT id, pg_notify('{wakeup.CHANNEL}', queue) FROM queued"
-    return insert, fields
+        insert = f"WITH queued AS ({insert}) SELECT id, dedup_key, pg_notify('{wakeup.CHANNEL}', queue) FROM queued"
+    return insert
 
 
-def _insert_with_orm(execution, using):
-    if execution.dedup_key is None:
-        execution.save(force_insert=True, using=using)
-        return True
-    try:
-        # A savepoint, so that the caller's own transaction survives the refusal.
-        with transaction.atomic(using=using):
-            execution.save(force_insert=True, using=using)
-    except IntegrityError:
-        return False
-    return True
+def _insert_with_orm(executions, connection):
+    """What other databases (MySQL) do instead: one save() each."""
+    for execution in executions:
+        try:
+            # A savepoint, so that the caller's own transaction survives the refusal.
+            with transaction.atomic(using=connection.alias):
+                execution.save(force_insert=True, using=connection.alias)
+        except IntegrityError:
+            pass  # the same call already waits
 
 
 def _check_due(due):

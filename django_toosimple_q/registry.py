@@ -61,17 +61,34 @@ class Task:
         """
         return self.enqueue(args, kwargs, due=due)
 
+    def queue_many(self, calls, *, due=None):
+        """Store many calls of this task at once, all or none: ``add.queue_many([(1, 2), (3, 4)])``.
+
+        Each item of ``calls`` is a tuple of positional arguments, or a dict
+        of keyword arguments. Returns, in order, what queue() would have
+        returned for each.
+        """
+        return self.enqueue_many(calls, due=due)
+
     def using(self, *, due=None, priority=None, queue=None):
         """The same task queued with other options: ``task.using(priority=9).queue(...)``."""
         return ConfiguredTask(self, due=due, priority=priority, queue=queue)
 
     def enqueue(self, args, kwargs, *, due=None, priority=None, queue=None):
+        """queue() with its options apart; None options are the task's own."""
+        [execution] = self._enqueue_pairs([(args, kwargs)], due, priority, queue)
+        return execution
+
+    def enqueue_many(self, calls, *, due=None, priority=None, queue=None):
+        """queue_many() with its options apart; None options are the task's own."""
+        return self._enqueue_pairs([_as_pair(call) for call in calls], due, priority, queue)
+
+    def _enqueue_pairs(self, pairs, due, priority, queue):
         from .models import TaskExec
 
-        return TaskExec.objects.enqueue(
+        return TaskExec.objects.enqueue_many(
             self,
-            args,
-            kwargs,
+            pairs,
             due=due,
             priority=self.priority if priority is None else priority,
             queue=self.queue_name if queue is None else queue,
@@ -87,6 +104,21 @@ class ConfiguredTask:
 
     def queue(self, *args, **kwargs):
         return self.task.enqueue(args, kwargs, **self.options)
+
+    def queue_many(self, calls):
+        return self.task.enqueue_many(calls, **self.options)
+
+
+def _as_pair(call):
+    """The (args, kwargs) of an item of queue_many()."""
+    if isinstance(call, (tuple, list)):
+        return tuple(call), {}
+    if isinstance(call, dict):
+        return (), call
+    raise TypeError(
+        "queue_many() takes calls as tuples of positional arguments or dicts of keyword arguments, "
+        f"not {type(call).__name__}: for a single argument x, write (x,)"
+    )
 
 
 class Schedule:

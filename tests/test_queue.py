@@ -2,12 +2,13 @@
 
 import datetime
 import threading
-from unittest import skipUnless
+from unittest import mock, skipUnless
 
 from django.db import connection, transaction
 from django.test import TestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 
+from django_toosimple_q import models
 from django_toosimple_q.models import TaskExec, WorkerStatus
 from django_toosimple_q.worker import Worker, claiming, executor, recovery
 
@@ -145,6 +146,75 @@ class UniqueTests(TestCase):
             self.assertIs(tasks.unique.queue(1), False)
             tasks.add.queue(2)  # would fail if the transaction were broken
         self.assertEqual(TaskExec.objects.count(), 2)
+
+
+class QueueManyTests(TestCase):
+    def stored_calls(self):
+        return {row.pk: (row.call_args, row.call_kwargs) for row in TaskExec.objects.all()}
+
+    def test_stores_each_call_and_returns_them_in_order(self):
+        executions = tasks.add.queue_many([(1, 2), [3], {"a": 4, "b": 5}, ()])
+        self.assertEqual(
+            self.stored_calls(),
+            {
+                executions[0].pk: ([1, 2], {}),
+                executions[1].pk: ([3], {}),
+                executions[2].pk: ([], {"a": 4, "b": 5}),
+                executions[3].pk: ([], {}),
+            },
+        )
+        self.assertTrue(all(execution.state == States.QUEUED for execution in executions))
+        # Saved instances, as queue() returns them.
+        executions[0].refresh_from_db()
+        self.assertFalse(executions[0]._state.adding)
+
+    def test_more_calls_than_one_statement_takes(self):
+        # SQLite takes 999 parameters per statement: this needs several.
+        executions = tasks.add.queue_many([(i,) for i in range(500)])
+        self.assertEqual(len(executions), 500)
+        self.assertEqual(self.stored_calls(), {execution.pk: ([i], {}) for i, execution in enumerate(executions)})
+
+    def test_options_of_using_and_due(self):
+        later = timezone.now() + datetime.timedelta(hours=1)
+        executions = tasks.add.using(priority=7, queue="bulk").queue_many([(1,), (2,)])
+        self.assertEqual({(row.priority, row.queue) for row in TaskExec.objects.all()}, {(7, "bulk")})
+        sleeping = tasks.add.queue_many([(3,)], due=later)
+        self.assertEqual(TaskExec.objects.get(pk=sleeping[0].pk).state, States.SLEEPING)
+        self.assertEqual(len(executions), 2)
+
+    def test_unique_calls_already_waiting_or_repeated_are_refused(self):
+        waiting = tasks.unique.queue(1)
+        result = tasks.unique.queue_many([(1,), (2,), {"a": 1}, (2,), (3,)])
+        self.assertIs(result[0], False)
+        self.assertIs(result[3], False)  # the same call as result[1]
+        self.assertEqual(
+            self.stored_calls(),
+            {
+                waiting.pk: ([1], {}),
+                result[1].pk: ([2], {}),
+                result[2].pk: ([], {"a": 1}),
+                result[4].pk: ([3], {}),
+            },
+        )
+
+    def test_all_or_none(self):
+        with self.assertRaisesMessage(TypeError, "cannot be stored"):
+            tasks.add.queue_many([(1,), (object(),)])
+        with self.assertRaisesMessage(TypeError, "for a single argument x, write (x,)"):
+            tasks.add.queue_many([(1,), "2"])
+        self.assertFalse(TaskExec.objects.exists())
+
+    def test_databases_without_insert_returning_save_each_call(self):
+        # What MySQL does: one save() per call, a refused duplicate in a savepoint.
+        with mock.patch.object(models, "_can_insert_returning", return_value=False):
+            waiting = tasks.unique.queue(1)
+            result = tasks.unique.queue_many([(1,), (2,), (2,)])
+        self.assertEqual([bool(execution) for execution in result], [False, True, False])
+        self.assertEqual(self.stored_calls(), {waiting.pk: ([1], {}), result[1].pk: ([2], {})})
+
+    def test_nothing_to_queue(self):
+        self.assertEqual(tasks.add.queue_many([]), [])
+        self.assertEqual(tasks.add.queue_many(iter(())), [])
 
 
 class UniqueOnceClaimedTests(TransactionTestCase):
