@@ -33,6 +33,11 @@ class WorkerArgumentsTests(TestCase):
         self.assertRefused("max_tasks must be at least 1", "--max_tasks", "0")
         self.assertRefused("max_tasks must be at least 1", "--max_tasks", "-1")
 
+    def test_negative_grace(self):
+        self.assertRefused("grace must be a number of seconds >= 0 (--grace, TOOSIMPLEQ_GRACE)", "--grace", "-1")
+        with self.settings(TOOSIMPLEQ_GRACE=-5):
+            self.assertRefused("grace must be a number of seconds >= 0")
+
     def test_values_of_the_wrong_type(self):
         self.assertRefused("argument --threads: invalid int value: 'many'", "--threads", "many")
         self.assertRefused("argument --tick: invalid float value: 'soon'", "--tick", "soon")

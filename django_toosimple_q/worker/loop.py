@@ -69,6 +69,8 @@ class Worker:
         self.max_tasks = 1 if once else max_tasks
         self.scheduler = Scheduler(self.queue_filter) if schedules else None
         self.grace = conf.GRACE if grace is None else grace
+        if self.grace < 0:
+            raise ValueError("grace must be a number of seconds >= 0 (--grace, TOOSIMPLEQ_GRACE)")
         self.stop_with_main_thread = stop_with_main_thread
         self.status = None
         self.exit_code = None
