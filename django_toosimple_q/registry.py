@@ -175,10 +175,19 @@ class Schedule:
 
     def queue(self, due):
         """Queue the task for the occurrence ``due``; the TaskExec, or False (unique)."""
+        [execution] = self.queue_all([due])
+        return execution
+
+    def queue_all(self, due_times):
+        """Queue the task once for each occurrence in ``due_times``, as queue_many() does."""
+        return self.task._enqueue_pairs([self._call(due) for due in due_times], None, None, self.queue_name)
+
+    def _call(self, due):
+        """The (args, kwargs) of the run for the occurrence ``due``."""
         kwargs = dict(self.kwargs)
         if self.datetime_kwarg:
             kwargs[self.datetime_kwarg] = timezone.localtime(due) if timezone.is_aware(due) else due
-        return self.task.enqueue(self.args, kwargs, queue=self.queue_name)
+        return self.args, kwargs
 
 
 def register_schedule(schedule):

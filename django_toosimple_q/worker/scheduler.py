@@ -78,8 +78,7 @@ class Scheduler:
             claimed = ScheduleExec.objects.filter(name=schedule.name, last_due=last_due).update(last_due=due_times[-1])
             if not claimed:
                 return []
-            executions = [schedule.queue(due) for due in due_times]
-            queued = [execution for execution in executions if execution]
+            queued = [execution for execution in schedule.queue_all(due_times) if execution]
             if queued:
                 ScheduleExec.objects.filter(name=schedule.name).update(last_task=queued[-1])
         logger.info("schedule %s: queued %s occurrence(s), the last due %s", schedule.name, len(due_times), due_times[-1])
