@@ -10,8 +10,8 @@ the same scenarios on the same rows:
 
 1. enqueue rate: N queue() calls, each its own transaction; the baseline
    runs one INSERT per task (with its pg_notify on PostgreSQL), autocommit.
-   Then one queue_many() of N calls; the baseline inserts them all with one
-   INSERT ... SELECT;
+   Then one queue_many() of N calls; the baseline inserts as many rows, 40 per
+   INSERT (as queue_many() does), in one transaction;
 2. drain: N no-op tasks queued, then one worker with 1 and 8 threads runs
    until done (timed as bench/scenarios.py says; the median of --repeat runs);
 3. pickup latency: an idle worker, then tasks queued one at a time, each

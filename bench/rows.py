@@ -90,6 +90,27 @@ class Table:
             sql = insert
         return self._execute(sql, params).fetchall()[0][0]
 
+    def enqueue_many(self, task_name, count, rows_per_statement):
+        """Queue ``count`` tasks as a bulk enqueuer would: INSERTs of ``rows_per_statement`` rows, one transaction.
+
+        The values are sent as parameters, as queue_many() sends them, each
+        row the template's, read once as text; PostgreSQL casts them to
+        their columns.
+        """
+        names = self._template_columns
+        if names is None:
+            raise RuntimeError("save_template() first")
+        as_text = ", ".join(f"CAST({name} AS TEXT)" for name in names)
+        template = dict(zip(names, self._execute(f"SELECT {as_text} FROM {TEMPLATE}").fetchone()))
+        now = str(self.db.now())
+        values = [*{**template, "task_name": task_name, "state": "QUEUED", "due": now, "created": now}.values()]
+        row = f"({', '.join(['%s'] * len(names))})"
+        self._execute("BEGIN")
+        for start in range(0, count, rows_per_statement):
+            rows = min(rows_per_statement, count - start)
+            self._execute(f"INSERT INTO {TASKS} ({', '.join(names)}) VALUES {', '.join([row] * rows)}", values * rows)
+        self._execute("COMMIT")
+
     def result_of(self, task_id):
         """The result of a SUCCEEDED row, or None while it has not succeeded."""
         row = self._execute(f"SELECT result FROM {TASKS} WHERE id = %s AND state = 'SUCCEEDED'", [task_id]).fetchone()
