@@ -2,7 +2,13 @@ from django.apps import AppConfig
 from django.core import checks
 from django.utils.module_loading import autodiscover_modules
 
-from .checks import check_catch_up_limit, check_embedded_debug, check_embedded_queues, check_embedded_sqlite
+from .checks import (
+    check_catch_up_limit,
+    check_embedded_debug,
+    check_embedded_queues,
+    check_embedded_sqlite,
+    check_prepared_statements,
+)
 
 
 class ToosimpleqConfig(AppConfig):
@@ -20,6 +26,7 @@ class ToosimpleqConfig(AppConfig):
 
         embedded.start_if_serving()
         checks.register(check_catch_up_limit, "toosimpleq")
+        checks.register(check_prepared_statements, "toosimpleq")
         checks.register(check_embedded_queues, "toosimpleq")
         checks.register(check_embedded_sqlite, "toosimpleq")
         checks.register(check_embedded_debug, "toosimpleq")

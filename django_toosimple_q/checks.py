@@ -31,6 +31,20 @@ def check_catch_up_limit(app_configs, **kwargs):
     ]
 
 
+def check_prepared_statements(app_configs, **kwargs):
+    """TOOSIMPLEQ_PREPARED_STATEMENTS is None, True or False: a string such as "no" would read as true."""
+    value = conf.PREPARED_STATEMENTS
+    if value is None or isinstance(value, bool):
+        return []
+    return [
+        checks.Error(
+            f"TOOSIMPLEQ_PREPARED_STATEMENTS must be None, True or False, not {value!r}",
+            hint="None (the default) prepares the worker's statements unless DISABLE_SERVER_SIDE_CURSORS is set.",
+            id="toosimpleq.E003",
+        )
+    ]
+
+
 def check_embedded_queues(app_configs, **kwargs):
     """An embedded worker serves some queues, or all but some: not both."""
     if not (conf.EMBEDDED_QUEUES and conf.EMBEDDED_EXCLUDE_QUEUES):

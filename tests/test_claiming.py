@@ -5,7 +5,8 @@ import threading
 from unittest import mock, skipUnless
 
 from django.db import connection
-from django.test import TransactionTestCase
+from django.core import checks
+from django.test import SimpleTestCase, TransactionTestCase
 from django.utils import timezone
 
 from django_toosimple_q.models import TaskExec, WorkerStatus
@@ -195,3 +196,15 @@ class PreparedStatementTests(TransactionTestCase):
                 ):
                     self.claim_and_finish()
                     self.assert_prepared(expected)
+
+
+class PreparedStatementsSettingCheckTests(SimpleTestCase):
+    def test_only_none_true_or_false(self):
+        for value in ("no", 0, 1, "False"):
+            with self.subTest(value=value), self.settings(TOOSIMPLEQ_PREPARED_STATEMENTS=value):
+                errors = checks.run_checks(tags=["toosimpleq"])
+                self.assertEqual([error.id for error in errors], ["toosimpleq.E003"])
+                self.assertIn(f"must be None, True or False, not {value!r}", errors[0].msg)
+        for value in (None, True, False):
+            with self.subTest(value=value), self.settings(TOOSIMPLEQ_PREPARED_STATEMENTS=value):
+                self.assertEqual(checks.run_checks(tags=["toosimpleq"]), [])
