@@ -82,7 +82,8 @@ def _insert_waiting(executions):
     connection = connections[using]
     fresh = [execution for execution, first in zip(executions, _first_of_each_call(executions)) if first]
     insert = _insert_returning if _can_insert_returning(connection) else _insert_with_orm
-    batch_size = min(connection.ops.bulk_batch_size(_inserted_fields(), fresh), ROWS_PER_INSERT)
+    fields, _ = _inserted_fields()
+    batch_size = min(connection.ops.bulk_batch_size(fields, fresh), ROWS_PER_INSERT)
     # One row is one statement, atomic by itself.
     with transaction.atomic(using=using) if len(fresh) > 1 else contextlib.nullcontext():
         for start in range(0, len(fresh), batch_size):
@@ -111,8 +112,31 @@ def _first_of_each_call(executions):
     return first
 
 
+@functools.cache
 def _inserted_fields():
-    return [field for field in TaskExec._meta.concrete_fields if not field.primary_key]
+    """The fields an INSERT of a waiting row writes, and their ``column_adapter``s."""
+    fields = [field for field in TaskExec._meta.concrete_fields if not field.primary_key]
+    return fields, [column_adapter(field) for field in fields]
+
+
+def column_adapter(field):
+    """How a value of TaskExec's ``field`` becomes what the database driver takes.
+
+    Returns ``adapt(value, connection)``, or None when the value goes as it
+    is. The queue and the workers write these columns for every task, and
+    only some need the field's own machinery: text goes as it is, datetimes
+    come as Django makes them (timezone.now(), or a due time queue() has
+    checked), a foreign key as the primary key it holds.
+    """
+    if isinstance(field, (models.CharField, models.TextField)):
+        return None
+    if isinstance(field, models.DateTimeField):
+        return _adapt_datetime
+    return field.get_db_prep_save
+
+
+def _adapt_datetime(value, connection):
+    return connection.ops.adapt_datetimefield_value(value)
 
 
 def _insert_returning(executions, connection):
@@ -126,12 +150,12 @@ def _insert_returning(executions, connection):
         execution.state == TaskExec.States.QUEUED for execution in executions
     )
     sql = _insert_sql(connection.alias, notify, len(executions))
-    fields = _inserted_fields()
-    values = [
-        field.get_db_prep_save(field.pre_save(execution, add=True), connection)
-        for execution in executions
-        for field in fields
-    ]
+    fields, adapters = _inserted_fields()
+    values = []
+    for execution in executions:
+        for field, adapt in zip(fields, adapters):
+            value = field.pre_save(execution, add=True)
+            values.append(value if adapt is None else adapt(value, connection))
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
         returned = [row[:2] for row in cursor.fetchall()]  # (id, dedup_key), less what pg_notify() returned
@@ -152,7 +176,7 @@ def _insert_sql(alias, notify, rows):
     """The INSERT of ``rows`` waiting rows on database ``alias``, the values in ``_inserted_fields()`` order."""
     quote = connections[alias].ops.quote_name
     column = {field.name: quote(field.column) for field in TaskExec._meta.concrete_fields}
-    fields = _inserted_fields()
+    fields, _ = _inserted_fields()
     row = f"({', '.join(['%s'] * len(fields))})"
     insert = (
         f"INSERT INTO {quote(TaskExec._meta.db_table)} ({', '.join(column[field.name] for field in fields)}) "

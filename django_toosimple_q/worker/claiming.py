@@ -23,7 +23,7 @@ from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connection
 from django.utils import timezone
 
 from .. import conf
-from ..models import TaskExec
+from ..models import TaskExec, column_adapter
 from .backoff import Backoff
 
 logger = logging.getLogger("django_toosimple_q")
@@ -248,7 +248,7 @@ def finish(execution_id, worker_id, outcome):
 
 @functools.lru_cache
 def _finish_sql(vendor, names):
-    """The finishing UPDATE of the fields ``names``, and for each, its adapter (see ``_adapter``)."""
+    """The finishing UPDATE of the fields ``names``, and for each, its adapter (see ``column_adapter``)."""
     quote = connection.ops.quote_name
     fields = [TaskExec._meta.get_field(name) for name in names]
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
@@ -256,24 +256,7 @@ def _finish_sql(vendor, names):
         f"UPDATE {quote(TaskExec._meta.db_table)} SET {assignments} "
         f"WHERE id = %s AND state = '{States.PROCESSING}' AND worker_id = %s"
     )
-    return _in_driver_style(vendor, sql), tuple(_adapter(field) for field in fields)
-
-
-def _adapter(field):
-    """What turns a value of ``field`` into what the driver takes: ``adapt(value, database)``, or None for as it is.
-
-    The field's own machinery is only needed by some: it runs once per task.
-    """
-    if isinstance(field, (models.CharField, models.TextField)):
-        return None
-    if isinstance(field, models.DateTimeField):
-        # The finishing times come from timezone.now(): already aware, or
-        # naive, as USE_TZ wants them.
-        return lambda value, database: database.ops.adapt_datetimefield_value(value)
-    if field.is_relation:
-        # A foreign key holds the primary key of its row.
-        return lambda row, database: field.get_db_prep_save(row if row is None else row.pk, database)
-    return field.get_db_prep_save
+    return _in_driver_style(vendor, sql), tuple(column_adapter(field) for field in fields)
 
 
 def release(ids, worker_id):

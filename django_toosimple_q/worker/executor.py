@@ -129,7 +129,7 @@ def _finish_and_retry(claimed, worker_id, outcome):
             retries=claimed.retries - 1 if claimed.retries > 0 else -1,
             retry_delay=delay * 2,
         )
-        if not _finish(claimed, worker_id, {**outcome, "replaced_by": retry}):
+        if not _finish(claimed, worker_id, {**outcome, "replaced_by_id": retry.pk if retry else None}):
             transaction.set_rollback(True)
 
 
