@@ -90,7 +90,11 @@ def _insert_waiting(executions):
             insert(fresh[start : start + batch_size], connection)
     # Django marks what it saved; the inserts here mark what they stored the same way.
     stored = [not execution._state.adding for execution in executions]
-    queued = {execution.queue for execution in fresh if execution.pk and execution.state == TaskExec.States.QUEUED}
+    queued = {
+        execution.queue
+        for execution, was_stored in zip(executions, stored)
+        if was_stored and execution.state == TaskExec.States.QUEUED
+    }
     for queue in queued:
         wakeup.task_queued(queue, using)
     return stored

@@ -68,7 +68,7 @@ class Task:
         of keyword arguments. Returns, in order, what queue() would have
         returned for each.
         """
-        return self.enqueue_many(calls, due=due)
+        return self.enqueue_many([_as_pair(call) for call in calls], due=due)
 
     def using(self, *, due=None, priority=None, queue=None):
         """The same task queued with other options: ``task.using(priority=9).queue(...)``."""
@@ -76,14 +76,11 @@ class Task:
 
     def enqueue(self, args, kwargs, *, due=None, priority=None, queue=None):
         """queue() with its options apart; None options are the task's own."""
-        [execution] = self._enqueue_pairs([(args, kwargs)], due, priority, queue)
+        [execution] = self.enqueue_many([(args, kwargs)], due=due, priority=priority, queue=queue)
         return execution
 
-    def enqueue_many(self, calls, *, due=None, priority=None, queue=None):
-        """queue_many() with its options apart; None options are the task's own."""
-        return self._enqueue_pairs([_as_pair(call) for call in calls], due, priority, queue)
-
-    def _enqueue_pairs(self, pairs, due, priority, queue):
+    def enqueue_many(self, pairs, *, due=None, priority=None, queue=None):
+        """queue_many() with its options apart, each call an ``(args, kwargs)`` pair."""
         from .models import TaskExec
 
         return TaskExec.objects.enqueue_many(
@@ -106,7 +103,7 @@ class ConfiguredTask:
         return self.task.enqueue(args, kwargs, **self.options)
 
     def queue_many(self, calls):
-        return self.task.enqueue_many(calls, **self.options)
+        return self.task.enqueue_many([_as_pair(call) for call in calls], **self.options)
 
 
 def _as_pair(call):
@@ -180,7 +177,7 @@ class Schedule:
 
     def queue_all(self, due_times):
         """Queue the task once for each occurrence in ``due_times``, as queue_many() does."""
-        return self.task._enqueue_pairs([self._call(due) for due in due_times], None, None, self.queue_name)
+        return self.task.enqueue_many([self._call(due) for due in due_times], queue=self.queue_name)
 
     def _call(self, due):
         """The (args, kwargs) of the run for the occurrence ``due``."""
