@@ -232,9 +232,10 @@ class TaskExec(models.Model):
         FAILED = "FAILED", "Failed"
         INTERRUPTED = "INTERRUPTED", "Interrupted"
         INVALID = "INVALID", "Invalid"
+        CANCELLED = "CANCELLED", "Cancelled"
 
     WAITING_STATES = (States.SLEEPING, States.QUEUED)
-    FINISHED_STATES = (States.SUCCEEDED, States.FAILED, States.INTERRUPTED, States.INVALID)
+    FINISHED_STATES = (States.SUCCEEDED, States.FAILED, States.INTERRUPTED, States.INVALID, States.CANCELLED)
 
     id = models.BigAutoField(primary_key=True)
     task_name = models.CharField(max_length=1024)
@@ -252,6 +253,9 @@ class TaskExec(models.Model):
     )
     retries = models.IntegerField(default=0, help_text="retries left (-1: forever)")
     retry_delay = models.FloatField(default=0, help_text="seconds before the next retry")
+    # Copied, plus one, to each replacement (a retry, a run after an
+    # interruption): every run of one call counts.
+    attempt = models.PositiveIntegerField(default=1, help_text="which run of its call this is (1: the first)")
     replaced_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaces"
     )
@@ -268,6 +272,11 @@ class TaskExec(models.Model):
 
     class Meta:
         verbose_name = "task execution"
+        # Upstream 1.x's codenames, kept for the groups that hold them.
+        permissions = [
+            ("requeue_taskexec", "Can requeue tasks"),
+            ("cancel_taskexec", "Can cancel waiting tasks"),
+        ]
         indexes = [
             # The claim: the next QUEUED rows in claim order.
             models.Index(
@@ -371,6 +380,7 @@ class ScheduleExec(models.Model):
 
     class Meta:
         verbose_name = "schedule"
+        permissions = [("force_run_scheduleexec", "Can force execution of schedules")]
 
     def __str__(self):
         return f"{self.name} [{self.state}]"
