@@ -52,7 +52,7 @@ class TaskExecQuerySet(models.QuerySet):
         one stands for this run.
         """
         fields = {name: getattr(execution, name) for name in CALL_FIELDS}
-        again = TaskExec(**{**fields, **changes})
+        again = TaskExec(**{**fields, "attempt": execution.attempt + 1, **changes})
         # The new run waits like a queued call, so it is deduplicated like one.
         if again.task is not None and again.task.unique:
             again.dedup_key = dedup_key(again.task_name, again.args, again.kwargs)

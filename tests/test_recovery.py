@@ -13,7 +13,7 @@ import types
 from unittest import mock
 
 from django.core.management import call_command
-from django.db import OperationalError, connection
+from django.db import DataError, OperationalError, connection
 from django.test import TransactionTestCase, override_settings
 from django.utils import timezone
 
@@ -144,6 +144,7 @@ class ReapingTests(TransactionTestCase):
             (States.QUEUED, "tests.configured", ["x"], "reports", 3),
         )
         self.assertEqual((replacement.retries, replacement.retry_delay, replacement.worker), (2, 5, None))
+        self.assertEqual((interrupted.attempt, replacement.attempt), (1, 2))
 
     def test_tasks_of_a_gone_or_stopped_worker_are_queued_again(self):
         gone, stopped = tasks.add.queue(1), tasks.add.queue(2)
@@ -308,6 +309,25 @@ class DatabaseErrorTests(TransactionTestCase):
         self.assertEqual([row(execution).state for execution in executions], [States.SUCCEEDED] * 3)
         retries = [line for line in logs.output if "database error (server closed the connection" in line]
         self.assertEqual(len(retries), 3)
+
+    def test_an_error_no_retry_can_mend_stops_the_worker(self):
+        tasks.add.queue(1)
+        error = OperationalError("cannot start a transaction within a transaction")
+        with mock.patch.object(claiming, "claim", failing_first(claiming.claim, 1, error)):
+            worker = Worker(until_done=True, schedules=False)
+            worker.run()
+        self.assertEqual(worker.exit_code, WorkerStatus.CRASHED_EXIT_CODE)
+        self.assertIn("within a transaction", WorkerStatus.objects.get(pk=worker.status.pk).exit_log)
+
+    def test_a_registration_the_database_refuses_stops_the_worker(self):
+        refused = DataError("value too long for type character varying(1024)")
+        with (
+            mock.patch.object(Worker, "_register", side_effect=refused),
+            self.assertLogs("django_toosimple_q", logging.ERROR) as logs,
+        ):
+            worker = Worker(until_done=True, schedules=False)
+            self.assertEqual(worker.run(), WorkerStatus.CRASHED_EXIT_CODE)
+        self.assertIn("cannot register: value too long", logs.output[0])
 
     def test_an_outcome_is_stored_once_the_database_is_back(self):
         execution = tasks.add.queue(1, b=1)

@@ -305,6 +305,7 @@ class RetryTests(TransactionTestCase):
         self.assertEqual((last.state, last.replaced_by), (States.FAILED, None))
         self.assertEqual(TaskExec.objects.count(), 4)
         self.assertEqual(TaskExec.objects.filter(state=States.FAILED).count(), 4)
+        self.assertEqual([row.attempt for row in TaskExec.objects.order_by("id")], [1, 2, 3, 4])
 
     def test_retry_until_it_succeeds(self):
         execution = tasks.flaky.queue("flaky")  # retries=2, no delay

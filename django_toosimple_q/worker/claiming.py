@@ -31,7 +31,7 @@ logger = logging.getLogger("django_toosimple_q")
 States = TaskExec.States
 
 # Claimed rows carry what running them needs, and nothing more.
-CLAIMED_COLUMNS = ("id", "task_name", "args", "kwargs", "queue", "priority", "retries", "retry_delay")
+CLAIMED_COLUMNS = ("id", "task_name", "args", "kwargs", "queue", "priority", "retries", "retry_delay", "attempt")
 
 
 class ClaimedTask(NamedTuple):
@@ -45,6 +45,7 @@ class ClaimedTask(NamedTuple):
     priority: int
     retries: int
     retry_delay: float
+    attempt: int
 
 
 @dataclass(frozen=True)

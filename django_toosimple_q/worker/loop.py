@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from .. import conf, wakeup
 from ..models import TaskExec, WorkerStatus, default_label
-from . import claiming, executor, recovery
+from . import claiming, errors, executor, recovery
 from .backoff import Backoff
 from .claiming import QueueFilter
 from .scheduler import Scheduler
@@ -158,6 +158,8 @@ class Worker:
 
         A worker started with the web server may come up before the
         database, or before ``migrate`` made its tables: it says so once.
+        Any other database error (a label too long for its column, say)
+        would come back at every try: the worker stops with it, exit 99.
         """
         backoff = Backoff(first=1.0, longest=10.0)
         said = False
@@ -166,6 +168,10 @@ class Worker:
                 self._register()
                 return True
             except (DatabaseError, InterfaceError) as error:
+                if not (errors.is_transient(error) or errors.is_missing_table(error)):
+                    logger.error("worker %s cannot register: %s", self.label, error)
+                    self.exit_code = WorkerStatus.CRASHED_EXIT_CODE
+                    return False
                 if not said:
                     logger.warning("worker %s waits for the database, or for migrate (%s)", self.label, error)
                     said = True
@@ -219,6 +225,8 @@ class Worker:
                     return
                 outage.reset()
             except (DatabaseError, InterfaceError) as error:
+                if not errors.is_transient(error):
+                    raise  # the worker crashes with it (exit 99): no retry would mend it
                 # The database went away (a restart, the network): running
                 # tasks go on, and so does this loop once it is back.
                 delay = outage.next_delay()

@@ -1,0 +1,47 @@
+"""Which database errors an outage explains, and which no retry can mend.
+
+A worker waits out a transient error (the connection dropped, the server
+restarts, SQLite is locked) and carries on. Anything else (a value the
+database refuses, SQL it cannot run, a transaction it cannot start) would
+fail the same way at every retry: the worker says what is wrong instead of
+retrying forever.
+"""
+
+from django.db import InterfaceError, OperationalError
+
+# SQLState classes of PostgreSQL that a later attempt can get past:
+# connection exceptions, lack of resources, operator intervention (a
+# restart, "the database system is starting up"), and transaction rollbacks
+# (serialization failures, deadlocks).
+TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40")
+
+# sqlite3 raises OperationalError for mistakes as well as for a locked file.
+PERMANENT_SQLITE_MESSAGES = (
+    "within a transaction",  # BEGIN inside the caller's transaction
+    "no such table",
+    "no such column",
+    "has no column",
+    "syntax error",
+)
+
+# A table not made yet: SQLite says "no such table", PostgreSQL 42P01.
+UNDEFINED_TABLE_SQLSTATE = "42P01"
+
+
+def is_transient(error):
+    """Whether ``error``, a database error, may go away if the same thing is tried again later."""
+    if isinstance(error, InterfaceError):
+        return True
+    if not isinstance(error, OperationalError):
+        return False  # data, integrity and programming errors
+    sqlstate = getattr(error.__cause__, "sqlstate", None)
+    if sqlstate:
+        return sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
+    message = str(error)
+    return not any(permanent in message for permanent in PERMANENT_SQLITE_MESSAGES)
+
+
+def is_missing_table(error):
+    """Whether ``error`` says a table does not exist: ``migrate`` has not made it yet."""
+    sqlstate = getattr(error.__cause__, "sqlstate", None)
+    return sqlstate == UNDEFINED_TABLE_SQLSTATE or "no such table" in str(error)
