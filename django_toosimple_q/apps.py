@@ -8,6 +8,7 @@ from .checks import (
     check_embedded_queues,
     check_embedded_sqlite,
     check_prepared_statements,
+    check_upstream_history,
 )
 
 
@@ -30,3 +31,11 @@ class ToosimpleqConfig(AppConfig):
         checks.register(check_embedded_queues, "toosimpleq")
         checks.register(check_embedded_sqlite, "toosimpleq")
         checks.register(check_embedded_debug, "toosimpleq")
+        checks.register(check_upstream_history, checks.Tags.database)
+
+
+class DjangoToosimpleQConfig(ToosimpleqConfig):
+    """The same app, under the dotted path upstream 1.x's INSTALLED_APPS may name."""
+
+    # Not picked when INSTALLED_APPS names the package.
+    default = False

@@ -8,7 +8,8 @@ import re
 
 from django.conf import settings
 from django.core import checks
-from django.db import connection
+from django.db import connection, connections
+from django.db.migrations.recorder import MigrationRecorder
 
 from . import conf
 
@@ -100,3 +101,37 @@ def check_embedded_debug(app_configs, **kwargs):
             id="toosimpleq.W002",
         )
     ]
+
+
+# The migration that stands for upstream's history.
+UPSTREAM_BASE = "0016_upstream_1_2_1"
+
+
+def check_upstream_history(app_configs, databases=None, **kwargs):
+    """A database part-way through upstream 1.x's migrations cannot be taken over.
+
+    Migration 0016_upstream_1_2_1 stands for all of upstream 1.2.1's; with
+    some of them only, Django would run this project's migrations over a
+    schema they do not expect. ``migrate`` runs this check first.
+    """
+    from .migrations import UPSTREAM_MIGRATIONS
+
+    errors = []
+    for alias in databases or ():
+        recorder = MigrationRecorder(connections[alias])
+        if not recorder.has_table():
+            continue
+        applied = {name for app, name in recorder.applied_migrations() if app == "toosimpleq"}
+        upstream_applied = applied & set(UPSTREAM_MIGRATIONS)
+        if upstream_applied and len(upstream_applied) < len(UPSTREAM_MIGRATIONS) and UPSTREAM_BASE not in applied:
+            last = max(upstream_applied)
+            errors.append(
+                checks.Error(
+                    f"Database {alias!r} is at upstream django-toosimple-q's migration {last}, "
+                    "not at the end of its 1.2.1 history: it cannot be upgraded from there",
+                    hint="Install django-toosimple-q==1.2.1, run its `manage.py migrate toosimpleq`, "
+                    "then install this version and migrate again.",
+                    id="toosimpleq.E004",
+                )
+            )
+    return errors

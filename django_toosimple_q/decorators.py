@@ -1,6 +1,6 @@
 """The public decorators: ``@register_task()`` and ``@schedule(...)``."""
 
-from .registry import NOW, Schedule, Task, register, register_schedule
+from .registry import NOW, Schedule, Task, register, register_schedule, registered_task
 
 
 def register_task(name=None, *, queue="default", priority=0, unique=False, retries=0, retry_delay=0):
@@ -14,7 +14,7 @@ def register_task(name=None, *, queue="default", priority=0, unique=False, retri
         raise TypeError("register_task must be called: write @register_task(), not @register_task")
 
     def decorator(func):
-        return register(
+        task = register(
             Task(
                 func,
                 name=name,
@@ -25,6 +25,14 @@ def register_task(name=None, *, queue="default", priority=0, unique=False, retri
                 retry_delay=retry_delay,
             )
         )
+        # The function itself comes back, as upstream's did, so that other
+        # decorators (functools.wraps copies these too) and code holding the
+        # function keep working; the task hangs on it.
+        func._task = task
+        func.queue = task.queue
+        func.queue_many = task.queue_many
+        func.using = task.using
+        return func
 
     return decorator
 
@@ -50,10 +58,10 @@ def schedule(
     the occurrence's due time. ``name`` tells apart several schedules of
     one task.
     """
-    def decorator(task):
+    def decorator(func):
         register_schedule(
             Schedule(
-                task,
+                registered_task(func),
                 cron,
                 name=name,
                 args=args,
@@ -64,7 +72,7 @@ def schedule(
                 datetime_kwarg=datetime_kwarg,
             )
         )
-        return task
+        return func
 
     return decorator
 

@@ -6,35 +6,37 @@ import functools
 import hashlib
 import os
 import socket
+import warnings
 
 from django.conf import settings
 from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 
 from . import conf, serialization, wakeup
+from .fields import TaggedJSONField
 
 
 class TaskExecQuerySet(models.QuerySet):
-    def enqueue_many(self, task, calls, *, due=None, priority, queue):
-        """Store calls of ``task``, each an ``(args, kwargs)`` pair, all or none.
+    def enqueue_many(self, task, calls, *, priority, queue):
+        """Store ``calls`` (``registry.Call``s) of ``task``, all or none.
 
         Returns a list: for each call its TaskExec, or False when the task is
         unique and the same call is already waiting (or comes earlier in
         ``calls``). Nothing is stored when a call's arguments cannot be.
         """
-        _check_due(due)
         now = timezone.now()
-        state = TaskExec.States.QUEUED if due is None or due <= now else TaskExec.States.SLEEPING
         executions = []
-        for args, kwargs in calls:
+        for args, kwargs, due in calls:
+            due = _checked_due(due)
+            # Encoded here to refuse what cannot be stored, naming the argument.
             encoded_args, encoded_kwargs = serialization.encode_call(args, kwargs)
             execution = TaskExec(
                 task_name=task.name,
-                args=encoded_args,
-                kwargs=encoded_kwargs,
+                args=list(args),
+                kwargs=dict(kwargs),
                 queue=queue,
                 priority=priority,
-                state=state,
+                state=TaskExec.States.QUEUED if due is None or due <= now else TaskExec.States.SLEEPING,
                 due=now if due is None else due,
                 retries=task.retries,
                 retry_delay=task.retry_delay,
@@ -55,7 +57,7 @@ class TaskExecQuerySet(models.QuerySet):
         again = TaskExec(**{**fields, "attempt": execution.attempt + 1, **changes})
         # The new run waits like a queued call, so it is deduplicated like one.
         if again.task is not None and again.task.unique:
-            again.dedup_key = dedup_key(again.task_name, again.args, again.kwargs)
+            again.dedup_key = dedup_key(again.task_name, *serialization.encode_call(again.args, again.kwargs))
         [stored] = _insert_waiting([again])
         return again if stored else None
 
@@ -97,7 +99,28 @@ def _insert_waiting(executions):
     }
     for queue in queued:
         wakeup.task_queued(queue, using)
+    refused = [execution for execution, was_stored in zip(executions, stored) if not was_stored]
+    if refused:
+        _advance_sleeping_twins(refused, using)
     return stored
+
+
+def _advance_sleeping_twins(refused, using):
+    """A unique call refused because its twin sleeps until later: the twin comes forward.
+
+    As upstream did, queueing the same call again sooner moves the waiting
+    one's due time earlier (or queues it now) rather than leaving it to its
+    later time. One conditional UPDATE each: a twin claimed or moved
+    meanwhile is left alone.
+    """
+    now = timezone.now()
+    for execution in refused:
+        TaskExec.objects.using(using).filter(
+            dedup_key=execution.dedup_key, state=TaskExec.States.SLEEPING, due__gt=execution.due
+        ).update(
+            due=execution.due,
+            state=TaskExec.States.QUEUED if execution.due <= now else TaskExec.States.SLEEPING,
+        )
 
 
 def _can_insert_returning(connection):
@@ -204,15 +227,26 @@ def _insert_with_orm(executions, connection):
             pass  # the same call already waits
 
 
-def _check_due(due):
+def _checked_due(due):
+    """``due`` as it is stored: a naive time, when USE_TZ is on, is read in TIME_ZONE, with a warning.
+
+    That is what Django's DateTimeField does with one, and what upstream's
+    queue() accepted.
+    """
     if due is None:
-        return
+        return None
     if not isinstance(due, datetime.datetime):
         raise TypeError(f"due must be a datetime, not {type(due).__name__}")
     if settings.USE_TZ and timezone.is_naive(due):
-        raise ValueError("due must be an aware datetime when USE_TZ is True")
+        warnings.warn(
+            f"due={due} is a naive datetime while time zone support is active: read in {settings.TIME_ZONE}",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+        return timezone.make_aware(due, timezone.get_default_timezone())
     if not settings.USE_TZ and timezone.is_aware(due):
         raise ValueError("due must be a naive datetime when USE_TZ is False")
+    return due
 
 
 def dedup_key(task_name, encoded_args, encoded_kwargs):
@@ -239,8 +273,8 @@ class TaskExec(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     task_name = models.CharField(max_length=1024)
-    args = models.JSONField(default=list)
-    kwargs = models.JSONField(default=dict)
+    args = TaggedJSONField(default=list)
+    kwargs = TaggedJSONField(default=dict)
     queue = models.CharField(max_length=255, default="default")
     priority = models.IntegerField(default=0)
     state = models.CharField(max_length=32, choices=States.choices, default=States.QUEUED)
@@ -259,7 +293,7 @@ class TaskExec(models.Model):
     replaced_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaces"
     )
-    result = models.JSONField(null=True, blank=True)
+    result = TaggedJSONField(null=True, blank=True)
     result_preview = models.CharField(max_length=255, blank=True, default="")
     error = models.TextField(blank=True, default="")
     stdout = models.TextField(blank=True, default="")
@@ -301,22 +335,13 @@ class TaskExec(models.Model):
 
         return tasks_registry.get(self.task_name)
 
-    @property
-    def call_args(self):
-        return serialization.decode(self.args)
-
-    @property
-    def call_kwargs(self):
-        return serialization.decode(self.kwargs)
-
-    @property
-    def return_value(self):
-        """The task's result as it returned it (datetimes, Decimals... decoded)."""
-        return serialization.decode(self.result)
-
 
 def default_label():
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def default_worker_timeout():
+    return datetime.timedelta(seconds=conf.WORKER_TIMEOUT)
 
 
 class WorkerStatus(models.Model):
@@ -342,6 +367,10 @@ class WorkerStatus(models.Model):
     excluded_queues = models.JSONField(default=list, blank=True)
     started = models.DateTimeField(default=timezone.now)
     last_tick = models.DateTimeField(default=timezone.now)
+    # Each worker's own (worker --timeout): whoever reaps it reads it here.
+    timeout = models.DurationField(
+        default=default_worker_timeout, help_text="without a heartbeat for this long, it is taken for dead"
+    )
     stopped = models.DateTimeField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
     exit_log = models.TextField(blank=True, default="")
@@ -357,8 +386,7 @@ class WorkerStatus(models.Model):
     def state(self):
         if self.stopped is not None:
             return self.States.CRASHED if self.exit_code == self.CRASHED_EXIT_CODE else self.States.STOPPED
-        timeout = datetime.timedelta(seconds=conf.WORKER_TIMEOUT)
-        if self.last_tick < timezone.now() - timeout:
+        if self.last_tick < timezone.now() - self.timeout:
             return self.States.TIMEDOUT
         return self.States.ONLINE
 

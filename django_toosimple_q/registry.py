@@ -5,7 +5,7 @@ name stored on each TaskExec row.
 """
 
 import datetime
-import functools
+from typing import NamedTuple
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
@@ -18,6 +18,14 @@ schedules_registry = {}
 
 # A schedule's default last_run: when it is first seen.
 NOW = "now"
+
+
+class Call(NamedTuple):
+    """A call of a task to store: its arguments, and when it is due (None: now)."""
+
+    args: tuple
+    kwargs: dict
+    due: datetime.datetime | None = None
 
 
 class Task:
@@ -33,7 +41,6 @@ class Task:
         self.retries = retries
         self.retry_delay = retry_delay
         self._validate()
-        functools.update_wrapper(self, func)
 
     def _validate(self):
         if not isinstance(self.name, str) or not self.name:
@@ -47,9 +54,6 @@ class Task:
         if not isinstance(self.retry_delay, (int, float)) or self.retry_delay < 0:
             raise ImproperlyConfigured(f"Task {self.name}: retry_delay must be a number >= 0, not {self.retry_delay!r}")
 
-    def __call__(self, *args, **kwargs):
-        return self.func(*args, **kwargs)
-
     def __repr__(self):
         return f"<Task {self.name}>"
 
@@ -57,7 +61,7 @@ class Task:
         """Store a call of this task for a worker to run.
 
         Returns the TaskExec, or False when the task is unique and the same
-        call is already waiting. ``due`` (an aware datetime) delays it.
+        call is already waiting. ``due`` (a datetime) delays it.
         """
         return self.enqueue(args, kwargs, due=due)
 
@@ -68,7 +72,7 @@ class Task:
         of keyword arguments. Returns, in order, what queue() would have
         returned for each.
         """
-        return self.enqueue_many([_as_pair(call) for call in calls], due=due)
+        return self.enqueue_many([Call(*_as_pair(call), due) for call in calls])
 
     def using(self, *, due=None, priority=None, queue=None):
         """The same task queued with other options: ``task.using(priority=9).queue(...)``."""
@@ -76,17 +80,16 @@ class Task:
 
     def enqueue(self, args, kwargs, *, due=None, priority=None, queue=None):
         """queue() with its options apart; None options are the task's own."""
-        [execution] = self.enqueue_many([(args, kwargs)], due=due, priority=priority, queue=queue)
+        [execution] = self.enqueue_many([Call(args, kwargs, due)], priority=priority, queue=queue)
         return execution
 
-    def enqueue_many(self, pairs, *, due=None, priority=None, queue=None):
-        """queue_many() with its options apart, each call an ``(args, kwargs)`` pair."""
+    def enqueue_many(self, calls, *, priority=None, queue=None):
+        """queue_many() with its options apart, each call a ``Call``."""
         from .models import TaskExec
 
         return TaskExec.objects.enqueue_many(
             self,
-            pairs,
-            due=due,
+            calls,
             priority=self.priority if priority is None else priority,
             queue=self.queue_name if queue is None else queue,
         )
@@ -95,15 +98,16 @@ class Task:
 class ConfiguredTask:
     """A task with options fixed for its next ``queue()`` calls; see Task.using."""
 
-    def __init__(self, task, **options):
+    def __init__(self, task, *, due, priority, queue):
         self.task = task
-        self.options = options
+        self.due = due
+        self.options = {"priority": priority, "queue": queue}
 
     def queue(self, *args, **kwargs):
-        return self.task.enqueue(args, kwargs, **self.options)
+        return self.task.enqueue(args, kwargs, due=self.due, **self.options)
 
     def queue_many(self, calls):
-        return self.task.enqueue_many([_as_pair(call) for call in calls], **self.options)
+        return self.task.enqueue_many([Call(*_as_pair(call), self.due) for call in calls], **self.options)
 
 
 def _as_pair(call):
@@ -140,10 +144,6 @@ class Schedule:
         queue=None,
         datetime_kwarg=None,
     ):
-        if not isinstance(task, Task):
-            raise ImproperlyConfigured(
-                f"@schedule must stand above @register_task(): {task!r} is not a registered task"
-            )
         self.task = task
         self.name = name or task.name
         try:
@@ -176,15 +176,27 @@ class Schedule:
         return execution
 
     def queue_all(self, due_times):
-        """Queue the task once for each occurrence in ``due_times``, as queue_many() does."""
-        return self.task.enqueue_many([self._call(due) for due in due_times], queue=self.queue_name)
+        """Queue the task once for each occurrence in ``due_times``, as queue_many() does.
+
+        Each run is due at its occurrence, which operators read in the admin;
+        one whose time has passed runs at once.
+        """
+        return self.task.enqueue_many([self._call(due) for due in due_times])
 
     def _call(self, due):
-        """The (args, kwargs) of the run for the occurrence ``due``."""
+        """The Call of the run for the occurrence ``due``."""
         kwargs = dict(self.kwargs)
         if self.datetime_kwarg:
             kwargs[self.datetime_kwarg] = timezone.localtime(due) if timezone.is_aware(due) else due
-        return self.args, kwargs
+        return Call(self.args, kwargs, due)
+
+
+def registered_task(func):
+    """The Task that ``@register_task()`` attached to ``func``."""
+    task = getattr(func, "_task", None)
+    if not isinstance(task, Task):
+        raise ImproperlyConfigured(f"@schedule must stand above @register_task(): {func!r} is not a registered task")
+    return task
 
 
 def register_schedule(schedule):

@@ -340,7 +340,7 @@ def kill_schedulers(log_dir, *, workers, seconds, interval):
         # However loaded the machine, the living schedulers catch up with the clock.
         wait_for(lambda: schedule_row().last_due >= end, timeout=60, message="the schedule to catch up")
         outcome.problems = pool.problems(pool.stop())
-    queued = Counter(execution.call_kwargs["when"] for execution in TaskExec.objects.filter(task_name="chaos.tick"))
+    queued = Counter(execution.kwargs["when"] for execution in TaskExec.objects.filter(task_name="chaos.tick"))
     due_times = sorted(queued)
     outcome.tasks = int((due_times[-1] - due_times[0]).total_seconds()) + 1 if due_times else 0
     outcome.lost = outcome.tasks - len(due_times)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from django.db import connection
 
+from django_toosimple_q import registry
+
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -44,3 +46,19 @@ def wait_for(predicate, timeout=30, interval=0.05, message="condition"):
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+class IsolatedRegistries:
+    """A test case mixin: tasks and schedules registered by a test are gone after it."""
+
+    def setUp(self):
+        super().setUp()
+        saved = dict(registry.tasks_registry), dict(registry.schedules_registry)
+        self.addCleanup(self._restore_registries, *saved)
+
+    @staticmethod
+    def _restore_registries(tasks, schedules):
+        registry.tasks_registry.clear()
+        registry.tasks_registry.update(tasks)
+        registry.schedules_registry.clear()
+        registry.schedules_registry.update(schedules)

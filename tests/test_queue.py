@@ -33,11 +33,11 @@ class QueueTests(TestCase):
         self.assertEqual(stored.pk, execution.pk)
         self.assertEqual(stored.task_name, "tests.add")
         self.assertEqual(stored.state, States.QUEUED)
-        self.assertEqual((stored.call_args, stored.call_kwargs), ([1], {"b": 2}))
+        self.assertEqual((stored.args, stored.kwargs), ([1], {"b": 2}))
         self.assertEqual((stored.queue, stored.priority), ("default", 0))
         self.assertTrue(before <= stored.due <= timezone.now())
         self.assertIsNone(stored.dedup_key)  # only unique tasks carry one
-        self.assertEqual(stored.task, tasks.add)
+        self.assertEqual(stored.task, tasks.add._task)
 
     def test_queue_and_priority_default_to_the_registration(self):
         execution = tasks.configured.queue()
@@ -53,16 +53,21 @@ class QueueTests(TestCase):
         execution = tasks.add.queue(1, due=due)
         stored = TaskExec.objects.get(pk=execution.pk)
         self.assertEqual((stored.state, stored.due), (States.SLEEPING, due))
-        self.assertEqual(stored.call_kwargs, {})  # due is not an argument of the task
+        self.assertEqual(stored.kwargs, {})  # due is not an argument of the task
 
     def test_due_in_the_past_is_queued_with_that_due(self):
         due = timezone.now() - datetime.timedelta(hours=1)
         stored = TaskExec.objects.get(pk=tasks.add.queue(1, due=due).pk)
         self.assertEqual((stored.state, stored.due), (States.QUEUED, due))
 
+    @override_settings(TIME_ZONE="Europe/Paris")
+    def test_a_naive_due_is_read_in_the_time_zone_with_a_warning(self):
+        with self.assertWarnsRegex(RuntimeWarning, "naive datetime .* read in Europe/Paris"):
+            stored = tasks.add.queue(1, due=datetime.datetime(2030, 1, 1, 12))
+        self.assertEqual(stored.due, datetime.datetime(2030, 1, 1, 11, tzinfo=datetime.timezone.utc))
+        self.assertEqual(TaskExec.objects.get(pk=stored.pk).due, stored.due)
+
     def test_bad_due_is_refused_and_nothing_stored(self):
-        with self.assertRaisesMessage(ValueError, "aware"):
-            tasks.add.queue(1, due=datetime.datetime(2030, 1, 1))
         with self.assertRaisesMessage(TypeError, "due must be a datetime, not int"):
             tasks.add.queue(1, due=3600)
         with self.assertRaisesMessage(TypeError, "due must be a datetime, not date"):
@@ -81,7 +86,7 @@ class QueueTests(TestCase):
         execution = tasks.add.using(due=due, priority=9, queue="fast").queue(2, b=3)
         stored = TaskExec.objects.get(pk=execution.pk)
         self.assertEqual(
-            (stored.state, stored.due, stored.priority, stored.queue, stored.call_args, stored.call_kwargs),
+            (stored.state, stored.due, stored.priority, stored.queue, stored.args, stored.kwargs),
             (States.SLEEPING, due, 9, "fast", [2], {"b": 3}),
         )
 
@@ -97,10 +102,10 @@ class QueueTests(TestCase):
         later = timezone.now() + datetime.timedelta(days=1)
         execution = tasks.remind.using(priority=1).queue(due="tomorrow")
         stored = TaskExec.objects.get(pk=execution.pk)
-        self.assertEqual((stored.state, stored.call_kwargs), (States.QUEUED, {"due": "tomorrow"}))
+        self.assertEqual((stored.state, stored.kwargs), (States.QUEUED, {"due": "tomorrow"}))
         execution = tasks.remind.using(due=later).queue(due=later)
         stored = TaskExec.objects.get(pk=execution.pk)
-        self.assertEqual((stored.state, stored.due, stored.call_kwargs), (States.SLEEPING, later, {"due": later}))
+        self.assertEqual((stored.state, stored.due, stored.kwargs), (States.SLEEPING, later, {"due": later}))
 
     def test_queue_rolls_back_with_the_callers_transaction(self):
         with self.assertRaises(RuntimeError):
@@ -150,7 +155,7 @@ class UniqueTests(TestCase):
 
 class QueueManyTests(TestCase):
     def stored_calls(self):
-        return {row.pk: (row.call_args, row.call_kwargs) for row in TaskExec.objects.all()}
+        return {row.pk: (row.args, row.kwargs) for row in TaskExec.objects.all()}
 
     def test_stores_each_call_and_returns_them_in_order(self):
         executions = tasks.add.queue_many([(1, 2), [3], {"a": 4, "b": 5}, ()])

@@ -1,5 +1,6 @@
 """@register_task: names, options, bad registrations, autodiscovery."""
 
+import functools
 import subprocess
 import sys
 
@@ -18,7 +19,8 @@ class RegistryTestCase(SimpleTestCase):
         decorator = register_task(*args, **kwargs)
 
         def register_and_clean_up(func):
-            task = decorator(func)
+            """The Task registered; ``register_task`` returns the function, carrying it."""
+            task = decorator(func)._task
             self.addCleanup(tasks_registry.pop, task.name, None)
             return task
 
@@ -68,10 +70,40 @@ class RegisterTaskTests(RegistryTestCase):
             return f"Hello {name} {punctuation}"
 
         task = self.register("tests.registry.greet")(greet)
-        self.assertEqual(task("John"), "Hello John !")
-        self.assertEqual(task("John", punctuation="?"), "Hello John ?")
-        self.assertEqual(task.__doc__, "Say hello.")
-        self.assertEqual(task.__name__, "greet")
+        self.assertIs(task.func, greet)
+        self.assertEqual(greet("John"), "Hello John !")
+        self.assertEqual(greet("John", punctuation="?"), "Hello John ?")
+        self.assertEqual(greet.__doc__, "Say hello.")
+        self.assertEqual(greet.__name__, "greet")
+
+    def test_the_function_comes_back_carrying_its_task(self):
+        def greet(name):
+            return f"Hello {name}"
+
+        decorated = register_task("tests.registry.carried")(greet)
+        self.addCleanup(tasks_registry.pop, "tests.registry.carried", None)
+        self.assertIs(decorated, greet)
+        task = tasks_registry["tests.registry.carried"]
+        self.assertIs(greet._task, task)
+        self.assertEqual((greet.queue, greet.queue_many, greet.using), (task.queue, task.queue_many, task.using))
+
+    def test_a_functools_wraps_decorator_above_keeps_the_task(self):
+        def logged(func):
+            @functools.wraps(func)
+            def wrapper(*args, **kwargs):
+                return func(*args, **kwargs)
+
+            return wrapper
+
+        @logged
+        @register_task("tests.registry.wrapped")
+        def wrapped():
+            return "wrapped"
+
+        self.addCleanup(tasks_registry.pop, "tests.registry.wrapped", None)
+        self.assertEqual(wrapped(), "wrapped")
+        self.assertIs(wrapped._task, tasks_registry["tests.registry.wrapped"])
+        self.assertEqual(wrapped.queue, wrapped._task.queue)
 
     def test_local_function_without_name_is_a_clear_error(self):
         def local():
@@ -86,7 +118,7 @@ class RegisterTaskTests(RegistryTestCase):
             return 42
 
         task = self.register("tests.registry.local")(local)
-        self.assertEqual(task(), 42)
+        self.assertEqual(task.func(), 42)
 
     def test_two_functions_under_one_name_is_an_error(self):
         first = self.register("tests.registry.clash")(module_level)
@@ -94,7 +126,7 @@ class RegisterTaskTests(RegistryTestCase):
             register_task("tests.registry.clash")(other_module_level)
         # Not silently overwritten.
         self.assertIs(tasks_registry["tests.registry.clash"], first)
-        self.assertEqual(tasks_registry["tests.registry.clash"](), "module level")
+        self.assertEqual(tasks_registry["tests.registry.clash"].func(), "module level")
 
     def test_same_function_registered_again_replaces_itself(self):
         # What happens when a module is imported again (a reload).

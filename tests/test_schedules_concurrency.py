@@ -54,7 +54,7 @@ class ExactlyOnceTests(TransactionTestCase):
             self.assertEqual(worker.returncode, 0, stderr)
 
         due_times = Counter(
-            execution.call_kwargs["when"] for execution in TaskExec.objects.filter(task_name=TASK)
+            execution.kwargs["when"] for execution in TaskExec.objects.filter(task_name=TASK)
         )
         duplicates = {due: count for due, count in due_times.items() if count > 1}
         self.assertEqual(duplicates, {}, "due times queued more than once")

@@ -7,6 +7,8 @@ import json
 import uuid
 import zoneinfo
 
+from django.db.models import TextField
+from django.db.models.functions import Cast
 from django.test import TestCase, TransactionTestCase
 
 from django_toosimple_q import serialization
@@ -112,8 +114,8 @@ class QueueArgumentsTests(TestCase):
             with self.subTest(label):
                 execution = tasks.echo.queue(value, other=value)
                 stored = TaskExec.objects.get(pk=execution.pk)
-                same_value(self, [value], stored.call_args)
-                same_value(self, {"other": value}, stored.call_kwargs)
+                same_value(self, [value], stored.args)
+                same_value(self, {"other": value}, stored.kwargs)
 
     def test_unstorable_arguments_are_refused_by_name_and_nothing_is_stored(self):
         cases = [
@@ -135,6 +137,32 @@ class QueueArgumentsTests(TestCase):
         self.assertFalse(TaskExec.objects.exists())
 
 
+class StoredFormTests(TestCase):
+    def test_the_columns_hold_tagged_json_and_read_back_as_python_values(self):
+        execution = tasks.echo.queue((1, 2), when=datetime.date(2026, 1, 2))
+        TaskExec.objects.filter(pk=execution.pk).update(result=(3, "x"))
+        stored = TaskExec.objects.values("args", "kwargs", "result").get(pk=execution.pk)
+        self.assertEqual(stored["args"], [(1, 2)])
+        raw = TaskExec.objects.filter(pk=execution.pk).values_list(
+            Cast("args", TextField()), Cast("kwargs", TextField()), Cast("result", TextField())
+        ).get()
+        self.assertEqual(
+            [json.loads(text) for text in raw],
+            [
+                [{"$type": "tuple", "value": [1, 2]}],
+                {"when": {"$type": "date", "value": "2026-01-02"}},
+                {"$type": "tuple", "value": [3, "x"]},
+            ],
+        )
+        self.assertEqual((execution.args, execution.kwargs), ([(1, 2)], {"when": datetime.date(2026, 1, 2)}))
+        self.assertEqual(TaskExec.objects.get(pk=execution.pk).result, (3, "x"))
+
+    def test_lookups_compare_python_values(self):
+        execution = tasks.echo.queue((1, 2))
+        self.assertEqual(list(TaskExec.objects.filter(args=[(1, 2)])), [execution])
+        self.assertFalse(TaskExec.objects.filter(args=[[1, 2]]).exists())
+
+
 class ResultTests(TransactionTestCase):
     def test_results_round_trip(self):
         executions = {label: tasks.echo.queue(value) for label, value in VALUES.items()}
@@ -143,4 +171,4 @@ class ResultTests(TransactionTestCase):
             with self.subTest(label):
                 execution = TaskExec.objects.get(pk=executions[label].pk)
                 self.assertEqual(execution.state, TaskExec.States.SUCCEEDED, execution.error)
-                same_value(self, value, execution.return_value)
+                same_value(self, value, execution.result)

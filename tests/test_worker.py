@@ -240,7 +240,7 @@ class RunningTests(TransactionTestCase):
         self.assertEqual(TaskExec.objects.get(pk=short.pk).result_preview, "{'a': [1, 2]}")
         row = TaskExec.objects.get(pk=long.pk)
         self.assertEqual(len(row.result_preview), 255)
-        self.assertTrue(row.result_preview.startswith("'xxx"))
+        self.assertTrue(row.result_preview.startswith("xxx"))
         self.assertTrue(row.result_preview.endswith("…"))
         self.assertEqual(row.result, "x" * 1000)  # the preview is only a preview
 

@@ -22,7 +22,7 @@ from typing import NamedTuple
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections, transaction
 from django.utils import timezone
 
-from .. import conf
+from .. import conf, serialization
 from ..models import TaskExec, column_adapter
 from .backoff import Backoff
 
@@ -226,8 +226,8 @@ JSON_COLUMNS = [CLAIMED_COLUMNS.index("args"), CLAIMED_COLUMNS.index("kwargs")]
 def _claimed_task(row):
     values = list(row)
     for position in JSON_COLUMNS:
-        if isinstance(values[position], str):
-            values[position] = json.loads(values[position])
+        data = json.loads(values[position]) if isinstance(values[position], str) else values[position]
+        values[position] = serialization.decode(data)
     return ClaimedTask(*values)
 
 

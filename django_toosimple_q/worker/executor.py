@@ -53,7 +53,7 @@ def execute(claimed, worker_id, give_up=lambda: True):
 def _call(task, claimed):
     """Run the task's function; its outcome: the state, and the result or the error."""
     try:
-        value = task.func(*serialization.decode(claimed.args), **serialization.decode(claimed.kwargs))
+        value = task.func(*claimed.args, **claimed.kwargs)
     except BaseException:  # noqa: B036 - SystemExit and KeyboardInterrupt fail the task, not the worker
         return {"state": States.FAILED, "error": traceback.format_exc()}
     return _stored_result(value)
@@ -91,20 +91,21 @@ def _store(store, claimed, worker_id, give_up, outcome):
 
 def _stored_result(value):
     try:
-        result = serialization.encode(value, "the return value")
+        serialization.encode(value, "the return value")
     except serialization.NotSerializable as error:
         return {"state": States.FAILED, "error": f"The task succeeded but {error}"}
     return {
         "state": States.SUCCEEDED,
-        "result": result,
+        "result": value,
         "result_preview": _preview(value),
     }
 
 
 def _preview(value):
+    """``str(value)``, cut to fit: what upstream showed, and what reads best in the admin."""
     try:
-        text = repr(value)
-    except Exception:  # a broken __repr__ must not lose the result
+        text = str(value)
+    except Exception:  # a broken __str__ must not lose the result
         text = f"<{type(value).__name__}>"
     return text if len(text) <= PREVIEW_LENGTH else text[: PREVIEW_LENGTH - 1] + "…"
 

@@ -6,7 +6,9 @@ idle threads. It installs no signal handler: the ``worker`` command and
 embedded mode decide how a stop is asked for, and call ``stop()``.
 """
 
+import datetime
 import logging
+import math
 import os
 import socket
 import sys
@@ -50,6 +52,7 @@ class Worker:
         max_tasks=None,
         schedules=True,
         grace=None,
+        timeout=None,
         stop_with_main_thread=False,
     ):
         if threads < 1:
@@ -63,7 +66,15 @@ class Worker:
         self.threads = threads
         self.queue_filter = QueueFilter(tuple(queues), tuple(excluded_queues))
         self.tick = tick
-        self.label = label or default_label()
+        # "{pid}" in a label is this process's id, as upstream's --label had it.
+        self.label = label.replace("{pid}", str(os.getpid())) if label else default_label()
+        # TOOSIMPLEQ_WORKER_TIMEOUT against TOOSIMPLEQ_HEARTBEAT is a system check's.
+        if timeout is not None and not (math.isfinite(timeout) and timeout > conf.HEARTBEAT):
+            raise ValueError(
+                f"timeout must be a number of seconds longer than the heartbeat (TOOSIMPLEQ_HEARTBEAT = "
+                f"{conf.HEARTBEAT}s), not {timeout!r}: a live worker would be taken for dead"
+            )
+        self.timeout = conf.WORKER_TIMEOUT if timeout is None else timeout
         # --once runs one task if one is waiting, and never waits for one.
         self.until_done = until_done or once
         self.max_tasks = 1 if once else max_tasks
@@ -188,6 +199,7 @@ class Worker:
             threads=self.threads,
             queues=list(self.queue_filter.queues),
             excluded_queues=list(self.queue_filter.excluded),
+            timeout=datetime.timedelta(seconds=self.timeout),
         )
         if self.scheduler:
             self.scheduler.sync()

@@ -6,14 +6,12 @@ queues its replacement: when two workers reap the same row at once, the
 second one's UPDATE matches nothing and its replacement is rolled back.
 """
 
-import datetime
 import logging
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 from django.utils import timezone
 
-from .. import conf
 from ..models import TaskExec
 
 logger = logging.getLogger("django_toosimple_q")
@@ -48,10 +46,10 @@ def interrupt(executions, reason):
 
 
 def reap_dead_workers():
-    """Interrupt and queue again the tasks of workers that stopped beating."""
-    cutoff = timezone.now() - datetime.timedelta(seconds=conf.WORKER_TIMEOUT)
+    """Interrupt and queue again the tasks of workers silent for longer than their timeout."""
+    silent = ExpressionWrapper(Value(timezone.now()) - F("worker__timeout"), output_field=DateTimeField())
     orphans = TaskExec.objects.filter(
-        Q(worker__isnull=True) | Q(worker__last_tick__lt=cutoff) | Q(worker__stopped__isnull=False),
+        Q(worker__isnull=True) | Q(worker__last_tick__lt=silent) | Q(worker__stopped__isnull=False),
         state=States.PROCESSING,
     )
     return interrupt(orphans, reason="its worker stopped responding")

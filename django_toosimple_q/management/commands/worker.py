@@ -25,7 +25,15 @@ class Command(BaseCommand):
         parser.add_argument("--until_done", action="store_true", help="exit when nothing is waiting or running")
         parser.add_argument("--max_tasks", type=int, default=None, help="exit after this many tasks")
         parser.add_argument("--no_schedules", action="store_true", help="do not run the schedules")
-        parser.add_argument("--label", default=None, help='this worker\'s name (default: "<hostname>-<pid>")')
+        parser.add_argument(
+            "--label", default=None, help='this worker\'s name, "{pid}" its process id (default: "<hostname>-<pid>")'
+        )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=None,
+            help="seconds without a heartbeat before other workers take this one for dead (default: 60)",
+        )
         parser.add_argument(
             "--grace", type=float, default=None, help="seconds running tasks get to finish on stop (default: 30)"
         )
@@ -44,6 +52,7 @@ class Command(BaseCommand):
                 max_tasks=options["max_tasks"],
                 schedules=not options["no_schedules"],
                 grace=options["grace"],
+                timeout=options["timeout"],
             )
         except ValueError as error:
             raise CommandError(error) from error
