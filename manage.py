@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Django's command-line utility for the demo project (testproject).
 
-The test suite uses it too, with `--settings tests.settings`: see tests/run.py.
+`python manage.py test` runs the test suite (tests.settings: SQLite);
+`make test` runs it on SQLite and PostgreSQL, see tests/run.py.
 """
 
 import os
@@ -9,7 +10,8 @@ import sys
 
 
 def main():
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
+    settings = "tests.settings" if sys.argv[1:2] == ["test"] else "testproject.settings"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings)
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

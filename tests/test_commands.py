@@ -1,6 +1,9 @@
 """The app as installed, and ``manage.py worker``'s refusals of bad arguments."""
 
 import io
+import os
+import subprocess
+import sys
 
 from django.apps import apps
 from django.core.management import CommandError, call_command
@@ -8,7 +11,7 @@ from django.test import TestCase, TransactionTestCase
 
 from django_toosimple_q.models import TaskExec, WorkerStatus
 
-from .helpers import run_worker
+from .helpers import REPO_DIR, run_worker
 
 
 class WorkerArgumentsTests(TestCase):
@@ -24,6 +27,10 @@ class WorkerArgumentsTests(TestCase):
     def test_threads_below_one(self):
         self.assertRefused("threads must be at least 1", "--threads", "0")
         self.assertRefused("threads must be at least 1", "--threads", "-3")
+
+    def test_timeout_not_above_the_heartbeat(self):
+        for timeout in ("5", "1", "nan", "inf"):
+            self.assertRefused("timeout must be a number of seconds longer than the heartbeat", "--timeout", timeout)
 
     def test_tick_not_positive(self):
         self.assertRefused("tick must be a positive number of seconds", "--tick", "0")
@@ -73,3 +80,19 @@ class InstallationTests(TestCase):
         output = io.StringIO()
         call_command("makemigrations", "toosimpleq", "--check", "--dry-run", stdout=output)
         self.assertIn("No changes detected", output.getvalue())
+
+
+class ManagePyTestTests(TestCase):
+    def test_manage_py_test_runs_the_suite(self):
+        # As upstream's README says: from the repository, with no settings given.
+        env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+        result = subprocess.run(
+            [sys.executable, "manage.py", "test", "tests.test_errors"],
+            cwd=REPO_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("Ran 3 tests", result.stderr)
