@@ -131,7 +131,7 @@ def check_upstream_history(app_configs, databases=None, **kwargs):
                     "not at the end of its 1.2.1 history: it cannot be upgraded from there",
                     hint="Install django-toosimple-q==1.2.1, run its `manage.py migrate toosimpleq`, "
                     "then install this version and migrate again.",
-                    id="toosimpleq.E004",
+                    id="toosimpleq.E006",
                 )
             )
     return errors

@@ -4,7 +4,7 @@ It stands for upstream's sixteen migrations: on a database that applied them
 all, Django takes it as applied and goes on with 0017, which converts the
 rows; on a new database it makes upstream's tables, which 0017 then turns
 into this project's. A database part-way through upstream's history is
-refused by the system check toosimpleq.E004 (upgrade to upstream 1.2.1 first).
+refused by the system check toosimpleq.E006 (upgrade to upstream 1.2.1 first).
 args, kwargs and result held pickles (django-picklefield) in text columns.
 """
 
