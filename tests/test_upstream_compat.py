@@ -10,13 +10,16 @@ import functools
 import os
 
 from django.apps import apps
+from django.db.migrations.recorder import MigrationRecorder
 from django.core.management import call_command
 from django.test import SimpleTestCase, TestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 
 from django_toosimple_q.apps import DjangoToosimpleQConfig
+from django_toosimple_q.checks import check_upstream_history
 from django_toosimple_q.decorators import register_task, schedule_task
-from django_toosimple_q.models import ScheduleExec, TaskExec, WorkerStatus
+from django_toosimple_q.migrations import UPSTREAM_MIGRATIONS
+from django_toosimple_q.models import TaskExec, WorkerStatus
 from django_toosimple_q.registry import schedules_registry, tasks_registry
 from django_toosimple_q.worker import recovery
 from django_toosimple_q.worker.claiming import QueueFilter
@@ -272,3 +275,23 @@ class AppConfigPathTests(SimpleTestCase):
         self.assertIsInstance(config, DjangoToosimpleQConfig)
         self.assertEqual(config.name, "django_toosimple_q")
 
+
+
+class UpstreamHistoryCheckTests(TestCase):
+    def record(self, *names):
+        for name in names:
+            MigrationRecorder.Migration.objects.create(app="toosimpleq", name=name)
+
+    def test_a_database_part_way_through_upstreams_history_is_refused(self):
+        MigrationRecorder.Migration.objects.filter(app="toosimpleq").delete()
+        self.record(*UPSTREAM_MIGRATIONS[:10])
+        (error,) = check_upstream_history(None, databases=["default"])
+        self.assertEqual(error.id, "toosimpleq.E006")
+        self.assertIn("0010_auto_20220324_0419", error.msg)
+        self.assertIn("django-toosimple-q==1.2.1", error.hint)
+
+    def test_all_of_upstreams_history_or_ours_passes(self):
+        self.assertEqual(check_upstream_history(None, databases=["default"]), [])  # ours
+        MigrationRecorder.Migration.objects.filter(app="toosimpleq").delete()
+        self.record(*UPSTREAM_MIGRATIONS)
+        self.assertEqual(check_upstream_history(None, databases=["default"]), [])
