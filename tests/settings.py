@@ -23,6 +23,9 @@ TOOSIMPLEQ_TEST_BAD_CRON_APP
                             invalid cron, for the `manage.py check` test.
 TOOSIMPLEQ_TEST_CHAOS_APP   "1" installs tests.chaosapp, the tasks and schedule
                             of the chaos scenarios' worker subprocesses.
+TOOSIMPLEQ_TEST_UPSTREAM_APP
+                            "1" installs tests.upstreamapp, the tasks of the
+                            upstream fixture databases (test_upstream_migration).
 TOOSIMPLEQ_TEST_HEARTBEAT, TOOSIMPLEQ_TEST_WORKER_TIMEOUT
                             TOOSIMPLEQ_HEARTBEAT and TOOSIMPLEQ_WORKER_TIMEOUT,
                             short for the chaos tests' worker subprocesses, so
@@ -88,6 +91,8 @@ if os.environ.get("TOOSIMPLEQ_TEST_BAD_CRON_APP") == "1":
     INSTALLED_APPS.append("tests.badcronapp")
 if os.environ.get("TOOSIMPLEQ_TEST_CHAOS_APP") == "1":
     INSTALLED_APPS.append("tests.chaosapp")
+if os.environ.get("TOOSIMPLEQ_TEST_UPSTREAM_APP") == "1":
+    INSTALLED_APPS.append("tests.upstreamapp")
 
 if "TOOSIMPLEQ_TEST_HEARTBEAT" in os.environ:
     TOOSIMPLEQ_HEARTBEAT = float(os.environ["TOOSIMPLEQ_TEST_HEARTBEAT"])
@@ -124,6 +129,10 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 
 TEST_RUNNER = "tests.runner.CountingRunner"
+
+# Worker subprocesses are not under the test runner, which would set these.
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+TOOSIMPLEQ_EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 
 LOGGING = {
     "version": 1,

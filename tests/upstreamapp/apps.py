@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class UpstreamAppConfig(AppConfig):
+    name = "tests.upstreamapp"
+    label = "upstreamapp"
