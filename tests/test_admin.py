@@ -82,11 +82,10 @@ class ExecutionPagesTests(AdminTestCase):
         with CaptureQueriesContext(connection) as queries:
             response = self.client.get(EXECUTIONS)
         self.assertEqual(response.status_code, 200)
-        listed = [query["sql"] for query in queries if "toosimpleq_taskexec" in query["sql"] and "LIMIT" in query["sql"]]
-        self.assertTrue(listed)
-        for sql in listed:
+        self.assertContains(response, "tests.echo")
+        for query in queries:
             for column in ("stdout", "stderr", "error", "result"):
-                self.assertNotIn(f'"toosimpleq_taskexec"."{column}"', sql)
+                self.assertNotIn(f'"toosimpleq_taskexec"."{column}"', query["sql"])
 
     def test_filters_search_and_dates(self):
         worker = WorkerStatus.objects.create(label="w", hostname="h", pid=1)
