@@ -26,7 +26,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='taskexec',
-            index=models.Index(fields=['state', 'queue'], name='toosimpleq_state_queue_idx'),
+            index=models.Index(fields=['queue', 'state'], name='toosimpleq_queue_state_idx'),
+        ),
+        migrations.AddIndex(
+            model_name='taskexec',
+            index=models.Index(fields=['state', 'id'], name='toosimpleq_state_idx'),
         ),
         migrations.AddIndex(
             model_name='taskexec',
