@@ -8,7 +8,7 @@ own permission, says what it did and leaves an entry in the admin history.
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import display_for_value
+from django.contrib.admin.utils import display_for_value, flatten_fieldsets
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -170,30 +170,21 @@ class TaskExecAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     paginator = CountCappedPaginator
     actions = ["requeue", "cancel"]
-    fields = readonly_fields = [
-        "id",
-        "task_name",
-        "state_badge",
-        "queue",
-        "priority",
-        "attempt",
-        "due",
-        "created",
-        "started",
-        "finished",
-        "duration",
-        "worker_link",
-        "retries",
-        "retry_delay",
-        "retried_from",
-        "retried_as",
-        "arguments",
-        "keyword_arguments",
-        "return_value",
-        "stdout_text",
-        "stderr_text",
-        "traceback",
+    fieldsets = [
+        ("Call", {"fields": [("task_name", "state_badge"), ("queue", "priority", "attempt"), "arguments", "keyword_arguments"]}),
+        (
+            "Runs",
+            {
+                "fields": [
+                    ("due", "created", "started", "finished", "duration"),
+                    ("worker_link", "retries", "retry_delay"),
+                    ("retried_from", "retried_as"),
+                ]
+            },
+        ),
+        ("Outcome", {"fields": ["return_value", "stdout_text", "stderr_text", "traceback"]}),
     ]
+    readonly_fields = flatten_fieldsets(fieldsets)
 
     def get_changelist(self, request, **kwargs):
         return ExecutionChangeList
