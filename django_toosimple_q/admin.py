@@ -20,7 +20,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
-from . import serialization, stats
+from . import stats
 from .models import QueueOverview, ScheduleExec, TaskExec, WorkerStatus, distinct_values
 from .schedules import force_run
 
@@ -47,11 +47,6 @@ PREVIEW_LENGTH = 60
 
 # The text columns a list never shows: on a big table they are most of its bytes.
 HEAVY_FIELDS = ("result", "error", "stdout", "stderr")
-
-
-def decoded(stored):
-    """A stored argument or result as the task saw it."""
-    return serialization.decode(stored)
 
 
 def badge(state, label):
@@ -195,7 +190,7 @@ class TaskExecAdmin(ReadOnlyAdmin):
 
     @admin.display(description="arguments")
     def arguments_preview(self, execution):
-        return preview(call_text(decoded(execution.args), decoded(execution.kwargs)))
+        return preview(call_text(execution.args, execution.kwargs))
 
     @admin.display(description="duration")
     def duration(self, execution):
@@ -217,17 +212,17 @@ class TaskExecAdmin(ReadOnlyAdmin):
 
     @admin.display(description="args")
     def arguments(self, execution):
-        return preformatted("\n".join(repr(arg) for arg in decoded(execution.args)))
+        return preformatted("\n".join(repr(arg) for arg in execution.args))
 
     @admin.display(description="kwargs")
     def keyword_arguments(self, execution):
-        return preformatted("\n".join(f"{key}={value!r}" for key, value in decoded(execution.kwargs).items()))
+        return preformatted("\n".join(f"{key}={value!r}" for key, value in execution.kwargs.items()))
 
     @admin.display(description="result")
     def return_value(self, execution):
         if execution.result is None:
             return "-"
-        return preformatted(repr(decoded(execution.result)))
+        return preformatted(repr(execution.result))
 
     @admin.display(description="stdout")
     def stdout_text(self, execution):

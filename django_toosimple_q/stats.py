@@ -8,10 +8,9 @@ that describes the queues, read the same figures from it.
 import datetime
 from dataclasses import dataclass
 
-from django.db.models import Count, Min, Q
+from django.db.models import Count, DateTimeField, ExpressionWrapper, F, Min, Q
 from django.utils import timezone
 
-from . import conf
 from .models import ScheduleExec, TaskExec, WorkerStatus
 from .registry import schedules_registry
 
@@ -84,7 +83,11 @@ def collect(now=None, *, schedule_limit=10):
         .order_by()
     )
     finished, failed = _recent_by_queue(now)
-    workers = list(WorkerStatus.objects.filter(stopped=None, last_tick__gte=_online_since(now)))
+    workers = list(
+        WorkerStatus.objects.filter(stopped=None)
+        .alias(deadline=ExpressionWrapper(F("last_tick") + F("timeout"), output_field=DateTimeField()))
+        .filter(deadline__gte=now)
+    )
     names = set(counts) | {queue for worker in workers for queue in worker.queues}
     queues = tuple(
         QueueStats(
@@ -134,11 +137,6 @@ def _recent_by_queue(now):
         finished[row["queue"]] = {window: row[f"finished_{window}"] for window in RECENT_WINDOWS}
         failed[row["queue"]] = {window: row[f"failed_{window}"] for window in RECENT_WINDOWS}
     return finished, failed
-
-
-def _online_since(now):
-    """The oldest heartbeat of a worker still taken for online (as WorkerStatus.state judges it)."""
-    return now - datetime.timedelta(seconds=conf.WORKER_TIMEOUT)
 
 
 def _serves(worker, queue):

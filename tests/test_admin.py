@@ -1,6 +1,8 @@
 """The admin: its pages, its actions and their permissions, and cancelled rows in the engine."""
 
 import datetime
+import decimal
+import uuid
 
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
@@ -14,8 +16,8 @@ from django_toosimple_q import registry
 from django_toosimple_q.models import ScheduleExec, TaskExec, WorkerStatus
 from django_toosimple_q.registry import Schedule, Task, register, register_schedule
 
-from .helpers import run_worker
-from .test_schedules import RegistryIsolation, greet
+from .helpers import IsolatedRegistries, run_worker
+from .test_schedules import greet
 
 States = TaskExec.States
 EXECUTIONS = reverse("admin:toosimpleq_taskexec_changelist")
@@ -29,7 +31,7 @@ def execution_page(execution):
 
 
 def stored(task_name="tests.echo", state=States.QUEUED, **fields):
-    """A row as the engine leaves it, its arguments encoded."""
+    """A row as the engine leaves it."""
     return TaskExec.objects.create(task_name=task_name, state=state, **fields)
 
 
@@ -45,7 +47,7 @@ def messages_of(response):
     return [str(message) for message in response.context["messages"]]
 
 
-class AdminTestCase(RegistryIsolation, TestCase):
+class AdminTestCase(IsolatedRegistries, TestCase):
     def setUp(self):
         super().setUp()
         self.admin = User.objects.create_superuser("admin", password="pw")
@@ -62,8 +64,8 @@ class ExecutionPagesTests(AdminTestCase):
         worker = WorkerStatus.objects.create(label="w-label", hostname="h", pid=1)
         started = timezone.now()
         execution = stored(
-            args=[{"$type": "tuple", "value": [1, 2]}],
-            kwargs={"amount": {"$type": "decimal", "value": "1.50"}},
+            args=[(1, 2)],
+            kwargs={"amount": decimal.Decimal("1.50")},
             state=States.SUCCEEDED,
             worker=worker,
             started=started,
@@ -109,9 +111,9 @@ class ExecutionPagesTests(AdminTestCase):
         retried = stored(state=States.QUEUED, attempt=2)
         first = stored(
             state=States.FAILED,
-            args=[{"$type": "date", "value": "2026-01-02"}],
+            args=[datetime.date(2026, 1, 2)],
             kwargs={"key": "value"},
-            result={"$type": "uuid", "value": "12345678-1234-5678-1234-567812345678"},
+            result=uuid.UUID("12345678-1234-5678-1234-567812345678"),
             stdout="line one\nline <two>",
             error="Traceback: ValueError",
             replaced_by=retried,
@@ -137,14 +139,14 @@ class RequeueTests(AdminTestCase):
     def test_a_new_call_with_the_tasks_current_options_and_a_fresh_attempt_budget(self):
         register(Task(greet, name="admin.greet", queue="fresh", priority=7, retries=4, retry_delay=3))
         old = stored(
-            "admin.greet", States.FAILED, args=[{"$type": "tuple", "value": ["x"]}], queue="old", priority=1,
+            "admin.greet", States.FAILED, args=[("x",)], queue="old", priority=1,
             retries=0, attempt=3,
         )
         response = self.act(EXECUTIONS, "requeue", [old])
         again = TaskExec.objects.exclude(pk=old.pk).get()
         self.assertEqual((again.state, again.queue, again.priority, again.retries, again.retry_delay, again.attempt),
                          (States.QUEUED, "fresh", 7, 4, 3, 1))
-        self.assertEqual(again.call_args, [("x",)])
+        self.assertEqual(again.args, [("x",)])
         old.refresh_from_db()
         self.assertIsNone(old.replaced_by)
         self.assertEqual(old.state, States.FAILED)
@@ -228,7 +230,7 @@ class ScheduleTests(AdminTestCase):
         row = self.add("manual", "admin.by_hand", last_due=None)
         response = self.act(SCHEDULES, "run_now", [row])
         execution = TaskExec.objects.get()
-        self.assertEqual((execution.task_name, execution.call_args), ("admin.by_hand", ["Ada"]))
+        self.assertEqual((execution.task_name, execution.args), ("admin.by_hand", ["Ada"]))
         row.refresh_from_db()
         self.assertEqual(row.last_task, execution)
         self.assertIsNone(row.last_due)  # the cron's times are left alone

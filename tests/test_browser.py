@@ -20,8 +20,8 @@ from django.urls import reverse
 from django_toosimple_q.models import ScheduleExec, TaskExec
 from django_toosimple_q.registry import Schedule, Task, register, register_schedule
 
-from .helpers import REPO_DIR
-from .test_schedules import RegistryIsolation, greet
+from .helpers import REPO_DIR, IsolatedRegistries
+from .test_schedules import greet
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SCREENSHOTS_DIR = Path(os.environ.get("TOOSIMPLEQ_SCREENSHOTS_DIR", REPO_DIR / ".tmp" / "screenshots"))
@@ -58,7 +58,7 @@ def start_chromium(profile_dir):
     return webdriver.Chrome(options=options, service=Service(executable_path=driver))
 
 
-class AdminInABrowserTests(RegistryIsolation, StaticLiveServerTestCase):
+class AdminInABrowserTests(IsolatedRegistries, StaticLiveServerTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()

@@ -19,10 +19,10 @@ def execution(queue="default", state=States.QUEUED, *, created=NOW, finished=Non
     )
 
 
-def worker(label, *, queues=(), excluded=(), last_tick=NOW, stopped=None):
+def worker(label, *, queues=(), excluded=(), last_tick=NOW, stopped=None, **fields):
     return WorkerStatus.objects.create(
         label=label, hostname="host", pid=1, queues=list(queues), excluded_queues=list(excluded),
-        last_tick=last_tick, stopped=stopped,
+        last_tick=last_tick, stopped=stopped, **fields,
     )
 
 
@@ -88,13 +88,15 @@ class QueueStatsTests(TestCase):
         worker("all but reports", excluded=["reports"])
         worker("stopped", stopped=NOW)
         worker("silent", last_tick=NOW - datetime.timedelta(seconds=61))
+        worker("silent, but patient", last_tick=NOW - datetime.timedelta(seconds=61), queues=["mail"],
+               timeout=datetime.timedelta(seconds=90))  # worker --timeout 90
         worker("named queue without rows", queues=["idle"])
 
         snapshot = stats.collect(NOW)
         online = {queue.name: queue.workers_online for queue in snapshot.queues}
 
-        self.assertEqual(online, {"default": 2, "mail": 3, "reports": 1, "idle": 3})
-        self.assertEqual(snapshot.workers_online, 4)
+        self.assertEqual(online, {"default": 2, "mail": 4, "reports": 1, "idle": 3})
+        self.assertEqual(snapshot.workers_online, 5)
         self.assertEqual(by_name(snapshot)["idle"].counts[States.QUEUED], 0)
 
     def test_nothing_at_all(self):
