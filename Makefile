@@ -29,6 +29,7 @@ chaos: .venv/.installed
 demo: .venv/.installed
 	.venv/bin/python manage.py migrate
 	.venv/bin/python manage.py create_demo_admin
+	.venv/bin/python manage.py queue_demo_tasks
 	.venv/bin/python manage.py runserver
 
 .venv/.installed: $(PACKAGING)

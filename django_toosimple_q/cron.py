@@ -74,6 +74,16 @@ class Cron:
             count += 1
             previous = due
 
+    def next_due(self, after):
+        """The first occurrence after ``after``, or None for a manual cron."""
+        if self.is_manual:
+            return None
+        iterator = croniter(self.expression, _wall_clock(after))
+        while True:
+            due = _aware(iterator.get_next(datetime.datetime))
+            if due > after:  # around a DST change two wall times can be one instant
+                return due
+
     def latest_due(self, after, until):
         """The most recent occurrence in ``(after, until]``, or None."""
         if self.is_manual:

@@ -61,6 +61,16 @@ class TaskExecQuerySet(models.QuerySet):
         [stored] = _insert_waiting([again])
         return again if stored else None
 
+    def cancel(self):
+        """Cancel the rows of this queryset that still wait (QUEUED or SLEEPING); returns how many.
+
+        One UPDATE: a row a worker claimed meanwhile is no longer waiting and
+        keeps its state. A cancelled unique call no longer blocks the next one.
+        """
+        return self.filter(state__in=TaskExec.WAITING_STATES).update(
+            state=TaskExec.States.CANCELLED, dedup_key=None, finished=timezone.now()
+        )
+
 
 # What another run of a call copies from the execution it follows.
 CALL_FIELDS = ("task_name", "args", "kwargs", "queue", "priority", "retries", "retry_delay")
@@ -227,6 +237,27 @@ def _insert_with_orm(executions, connection):
             pass  # the same call already waits
 
 
+def distinct_values(field_name):
+    """The distinct values of TaskExec's ``field_name``, sorted, without reading every row.
+
+    A loose index scan: one index seek for each value, however many rows
+    share it. The field must lead an index.
+    """
+    connection = connections[router.db_for_read(TaskExec)]
+    quote = connection.ops.quote_name
+    table, column = quote(TaskExec._meta.db_table), quote(TaskExec._meta.get_field(field_name).column)
+    sql = (
+        f"WITH RECURSIVE found(value) AS ("
+        f"SELECT MIN({column}) FROM {table} "
+        f"UNION ALL SELECT (SELECT MIN({column}) FROM {table} WHERE {column} > found.value) "
+        f"FROM found WHERE found.value IS NOT NULL"
+        f") SELECT value FROM found WHERE value IS NOT NULL"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return [value for (value,) in cursor.fetchall()]
+
+
 def _checked_due(due):
     """``due`` as it is stored: a naive time, when USE_TZ is on, is read in TIME_ZONE, with a warning.
 
@@ -323,6 +354,13 @@ class TaskExec(models.Model):
             # Finding the running rows of a dead worker.
             models.Index(fields=["worker"], name="toosimpleq_processing_idx", condition=models.Q(state="PROCESSING")),
             models.Index(fields=["task_name", "created"], name="toosimpleq_task_idx"),
+            # The admin and the statistics on big tables: the counts by queue
+            # and state and the distinct queues, the newest rows of a state,
+            # the date hierarchy, the recent outcomes.
+            models.Index(fields=["queue", "state"], name="toosimpleq_queue_state_idx"),
+            models.Index(fields=["state", "id"], name="toosimpleq_state_idx"),
+            models.Index(fields=["created"], name="toosimpleq_created_idx"),
+            models.Index(fields=["finished"], name="toosimpleq_finished_idx"),
         ]
 
     def __str__(self):
@@ -334,6 +372,24 @@ class TaskExec(models.Model):
         from .registry import tasks_registry
 
         return tasks_registry.get(self.task_name)
+
+    def cancel(self):
+        """Cancel this execution if it still waits; whether it did."""
+        cancelled = TaskExec.objects.filter(pk=self.pk).cancel()
+        self.refresh_from_db(fields=["state", "finished", "dedup_key"])
+        return bool(cancelled)
+
+    def queue_again(self):
+        """Queue this execution's call as a new call: the task's current options, a fresh attempt budget.
+
+        Returns the new TaskExec, or False when the task is unique and the
+        same call already waits. LookupError when the task is no longer in
+        the code.
+        """
+        task = self.task
+        if task is None:
+            raise LookupError(f"No task named {self.task_name!r} is registered")
+        return task.enqueue(self.args, self.kwargs)
 
 
 def default_label():
@@ -419,3 +475,12 @@ class ScheduleExec(models.Model):
         from .registry import schedules_registry
 
         return schedules_registry.get(self.name)
+
+
+class QueueOverview(TaskExec):
+    """The admin's overview of the queues: an entry of the admin index, no table of its own."""
+
+    class Meta:
+        proxy = True
+        verbose_name = verbose_name_plural = "queue overview"
+        default_permissions = ()

@@ -82,6 +82,8 @@ INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # The browser tests' live server serves the admin's CSS and scripts.
+    "django.contrib.staticfiles",
     "django_toosimple_q",
     "tests.testapp",
 ]

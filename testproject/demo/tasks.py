@@ -1,4 +1,5 @@
-"""The demo's tasks: one that prints, one that takes its time, one that fails."""
+"""The demo's tasks: one that prints, one that takes its time, one that fails now and then, one that always
+fails, and schedules (one run only by hand, from the admin)."""
 
 import random
 import time
@@ -26,10 +27,25 @@ def flaky():
     return "lucky"
 
 
+@register_task()
+def divide(a, b):
+    return a / b
+
+
+@schedule(cron="0 * * * *", name="hourly report", kwargs={"period": "hour"})
+@schedule(cron="manual", name="clean up (run it from the admin)", kwargs={"period": "all"})
+@register_task(unique=True)
+def report(period):
+    print(f"Reporting on the last {period}")
+    return {"period": period, "tasks": random.randint(1, 100)}
+
+
 def queue_demo_tasks():
     """Queue a few of each; returns their executions."""
     return [
         *(say_hello.queue(name) for name in ("John", "Jane", "the world")),
         *(take_your_time.queue(seconds) for seconds in (1, 2, 3)),
-        flaky.queue(),
+        *(flaky.queue() for _ in range(3)),
+        divide.queue(1, 0),
+        divide.queue(22, 7),
     ]

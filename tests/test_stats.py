@@ -1,0 +1,152 @@
+"""Queue statistics: the figures of stats.collect() and their fixed number of queries."""
+
+import datetime
+
+from django.test import TestCase, override_settings
+
+from django_toosimple_q import stats
+from django_toosimple_q.models import ScheduleExec, TaskExec, WorkerStatus
+
+from .test_schedules import RegistryIsolation, utc
+
+NOW = utc(2026, 11, 30, 12, 0)
+States = TaskExec.States
+
+
+def execution(queue="default", state=States.QUEUED, *, created=NOW, finished=None):
+    return TaskExec.objects.create(
+        task_name="stats.task", queue=queue, state=state, created=created, due=created, finished=finished
+    )
+
+
+def worker(label, *, queues=(), excluded=(), last_tick=NOW, stopped=None, **fields):
+    return WorkerStatus.objects.create(
+        label=label, hostname="host", pid=1, queues=list(queues), excluded_queues=list(excluded),
+        last_tick=last_tick, stopped=stopped, **fields,
+    )
+
+
+def by_name(snapshot):
+    return {queue.name: queue for queue in snapshot.queues}
+
+
+class QueueStatsTests(TestCase):
+    def test_counts_every_state_of_every_queue(self):
+        for state in (States.QUEUED, States.QUEUED, States.SLEEPING, States.PROCESSING, States.CANCELLED):
+            execution("default", state)
+        execution("mail", States.SUCCEEDED)
+
+        queues = by_name(stats.collect(NOW))
+
+        self.assertEqual(sorted(queues), ["default", "mail"])
+        self.assertEqual(set(queues["default"].counts), set(States.values))  # every state, zero or not
+        self.assertEqual(
+            {state: count for state, count in queues["default"].counts.items() if count},
+            {States.QUEUED: 2, States.SLEEPING: 1, States.PROCESSING: 1, States.CANCELLED: 1},
+        )
+        self.assertEqual(queues["default"].waiting, 3)
+        self.assertEqual(queues["mail"].counts[States.SUCCEEDED], 1)
+        self.assertEqual(queues["mail"].waiting, 0)
+
+    def test_oldest_waiting_is_measured_from_created(self):
+        execution("default", States.QUEUED, created=NOW - datetime.timedelta(minutes=3))
+        execution("default", States.SLEEPING, created=NOW - datetime.timedelta(minutes=7))
+        execution("default", States.FAILED, created=NOW - datetime.timedelta(hours=5))  # not waiting
+        execution("done", States.SUCCEEDED, created=NOW - datetime.timedelta(hours=5))
+
+        queues = by_name(stats.collect(NOW))
+
+        self.assertEqual(queues["default"].oldest_waiting, NOW - datetime.timedelta(minutes=7))
+        self.assertEqual(queues["default"].oldest_waiting_age, datetime.timedelta(minutes=7))
+        self.assertIsNone(queues["done"].oldest_waiting)
+        self.assertIsNone(queues["done"].oldest_waiting_age)
+
+    def test_finished_and_failed_in_the_last_5_and_60_minutes(self):
+        minutes_ago = lambda minutes: NOW - datetime.timedelta(minutes=minutes)  # noqa: E731
+        execution("default", States.SUCCEEDED, finished=minutes_ago(1))
+        execution("default", States.FAILED, finished=minutes_ago(2))
+        execution("default", States.SUCCEEDED, finished=minutes_ago(30))
+        execution("default", States.FAILED, finished=minutes_ago(59))
+        execution("default", States.CANCELLED, finished=minutes_ago(59))
+        execution("default", States.FAILED, finished=minutes_ago(61))  # too old for both
+        execution("quiet", States.SUCCEEDED, finished=minutes_ago(120))
+
+        queues = by_name(stats.collect(NOW))
+
+        self.assertEqual(queues["default"].finished_recently, {5: 2, 60: 5})
+        self.assertEqual(queues["default"].failed_recently, {5: 1, 60: 2})
+        self.assertEqual(queues["quiet"].finished_recently, {5: 0, 60: 0})
+        self.assertEqual(queues["quiet"].failed_recently, {5: 0, 60: 0})
+
+    @override_settings(TOOSIMPLEQ_WORKER_TIMEOUT=60)
+    def test_workers_online_per_queue(self):
+        execution("default")
+        execution("mail")
+        execution("reports")
+        worker("all")
+        worker("mail only", queues=["mail"])
+        worker("all but reports", excluded=["reports"])
+        worker("stopped", stopped=NOW)
+        worker("silent", last_tick=NOW - datetime.timedelta(seconds=61))
+        worker("silent, but patient", last_tick=NOW - datetime.timedelta(seconds=61), queues=["mail"],
+               timeout=datetime.timedelta(seconds=90))  # worker --timeout 90
+        worker("named queue without rows", queues=["idle"])
+
+        snapshot = stats.collect(NOW)
+        online = {queue.name: queue.workers_online for queue in snapshot.queues}
+
+        self.assertEqual(online, {"default": 2, "mail": 4, "reports": 1, "idle": 3})
+        self.assertEqual(snapshot.workers_online, 5)
+        self.assertEqual(by_name(snapshot)["idle"].counts[States.QUEUED], 0)
+
+    def test_nothing_at_all(self):
+        snapshot = stats.collect(NOW)
+        self.assertEqual(snapshot.queues, ())
+        self.assertEqual(snapshot.next_schedules, ())
+        self.assertEqual(snapshot.taken_at, NOW)
+
+    def test_a_fixed_number_of_queries_however_many_queues(self):
+        worker("all")
+        stats.collect(NOW)  # the content type cache and the like, once
+        with self.assertNumQueries(5):
+            stats.collect(NOW)
+        for number in range(20):
+            execution(f"queue{number}", States.SUCCEEDED, finished=NOW)
+            execution(f"queue{number}", States.QUEUED)
+            worker(f"worker{number}", queues=[f"queue{number}"])
+        with self.assertNumQueries(5):
+            self.assertEqual(len(stats.collect(NOW).queues), 20)
+
+
+class NextSchedulesTests(RegistryIsolation, TestCase):
+    def test_soonest_first_with_overdue_marked_and_manual_left_out(self):
+        self.add_schedule("0 * * * *", name="hourly")
+        self.add_schedule("30 8 * * *", name="daily")
+        self.add_schedule("*/5 * * * *", name="late")
+        self.add_schedule("manual", name="by hand")
+        self.add_schedule("@daily", name="first run")
+        ScheduleExec.objects.create(name="hourly", cron="0 * * * *", last_due=utc(2026, 11, 30, 12, 0))
+        ScheduleExec.objects.create(name="daily", cron="30 8 * * *", last_due=utc(2026, 11, 30, 8, 30))
+        ScheduleExec.objects.create(name="late", cron="*/5 * * * *", last_due=utc(2026, 11, 30, 11, 0))
+        ScheduleExec.objects.create(name="by hand", cron="manual", last_due=utc(2026, 11, 1))
+        ScheduleExec.objects.create(name="first run", cron="@daily", last_due=None)  # last_run=None
+        ScheduleExec.objects.create(name="gone", cron="* * * * *", state=ScheduleExec.States.INVALID)
+
+        upcoming = stats.collect(NOW).next_schedules
+
+        self.assertEqual(
+            [(schedule.name, schedule.next_due, schedule.overdue) for schedule in upcoming],
+            [
+                ("late", utc(2026, 11, 30, 11, 5), True),
+                ("first run", NOW, False),
+                ("hourly", utc(2026, 11, 30, 13, 0), False),
+                ("daily", utc(2026, 12, 1, 8, 30), False),
+            ],
+        )
+
+    def test_schedule_limit(self):
+        for minute in range(5):
+            self.add_schedule(f"{minute} * * * *", name=f"at {minute}")
+            ScheduleExec.objects.create(name=f"at {minute}", cron=f"{minute} * * * *", last_due=NOW)
+        upcoming = stats.collect(NOW, schedule_limit=2).next_schedules
+        self.assertEqual([schedule.name for schedule in upcoming], ["at 1", "at 2"])
