@@ -4,6 +4,7 @@ Explicit names keep the rows readable and the tests independent of this
 module's path. No schedules here: one would fire in every worker of every test.
 """
 
+import asyncio
 import logging
 import sys
 import threading
@@ -128,6 +129,36 @@ def unstorable(kind):
         return "nul\x00byte"
     print("nul\x00byte")
     return "nul output"
+
+
+@register_task("tests.unstorable_retried", retries=2)
+def unstorable_retried(kind):
+    """Returns what cannot be stored, after a side effect that must happen once."""
+    Execution.objects.create(key=f"unstorable {kind}")
+    return unstorable(kind)
+
+
+@register_task("tests.nested")
+def nested(depth):
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@register_task("tests.async_echo")
+async def async_echo(value):
+    """Awaits, prints, and uses the ORM, as an async view would."""
+    await asyncio.sleep(0)
+    print(f"async {value} on {threading.current_thread().name}")
+    await Execution.objects.acreate(key=f"async {value}")
+    return value
+
+
+@register_task("tests.async_fail")
+async def async_fail():
+    await asyncio.sleep(0)
+    raise ValueError("async boom")
 
 
 @register_task("tests.exit")
