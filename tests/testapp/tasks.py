@@ -62,6 +62,11 @@ def echo(value):
     return value
 
 
+@register_task("tests.echo_kwargs")
+def echo_kwargs(**kwargs):
+    return kwargs
+
+
 @register_task("tests.add")
 def add(a, b=0):
     return a + b
@@ -196,6 +201,13 @@ def chatter(marker, lines, barrier_name, parties):
         chatter_logger.info("%s log %s", marker, i)
         time.sleep(0)  # let the other threads write in between
     return marker
+
+
+@register_task("tests.print_lots")
+def print_lots(characters):
+    chunk = "x" * 1024
+    for _ in range(characters // len(chunk)):
+        sys.stdout.write(chunk)
 
 
 @register_task("tests.leave_transaction_open")
