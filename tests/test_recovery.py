@@ -146,6 +146,46 @@ class ReapingTests(TransactionTestCase):
         self.assertEqual((replacement.retries, replacement.retry_delay, replacement.worker), (2, 5, None))
         self.assertEqual((interrupted.attempt, replacement.attempt), (1, 2))
 
+    def test_a_call_interrupted_max_interruptions_times_fails_and_is_not_queued_again(self):
+        # retries=-1 does not lift the limit: only interruptions count.
+        tasks.retried_forever.queue()
+        for _ in range(conf.MAX_INTERRUPTIONS - 1):
+            claim_for(dead_worker())
+            self.assertEqual(len(recovery.reap_dead_workers()), 1)
+        claim_for(dead_worker())
+        with self.assertLogs("django_toosimple_q", logging.ERROR) as logs:
+            self.assertEqual(recovery.reap_dead_workers(), [])
+        chain = list(TaskExec.objects.order_by("id"))
+        self.assertEqual([execution.state for execution in chain], [States.INTERRUPTED] * 2 + [States.FAILED])
+        self.assertEqual([execution.attempt for execution in chain], [1, 2, 3])
+        last = chain[-1]
+        self.assertEqual(
+            last.error,
+            "Interrupted 3 times (its worker stopped responding): not run again, TOOSIMPLEQ_MAX_INTERRUPTIONS is 3",
+        )
+        self.assertIsNone(last.replaced_by)
+        self.assertIn(last.error, logs.output[0])
+
+    @override_settings(TOOSIMPLEQ_MAX_INTERRUPTIONS=2)
+    def test_interruptions_are_counted_across_retries_of_the_same_call(self):
+        execution = tasks.retried_forever.queue()
+        claim_for(dead_worker())
+        (after_interruption,) = recovery.reap_dead_workers()
+        # A failure in between: its retry is the same call, one more attempt.
+        Worker(until_done=True, schedules=False, max_tasks=1).run()
+        retry = row(after_interruption).replaced_by
+        self.assertEqual((row(after_interruption).state, retry.attempt), (States.FAILED, 3))
+        claim_for(dead_worker())
+        self.assertEqual(recovery.reap_dead_workers(), [])
+        self.assertEqual(row(retry).state, States.FAILED)
+        self.assertIn("Interrupted 2 times", row(retry).error)
+        # A call queued anew has its own count.
+        fresh = tasks.retried_forever.queue()
+        claim_for(dead_worker())
+        self.assertEqual(len(recovery.reap_dead_workers()), 1)
+        self.assertEqual(row(fresh).state, States.INTERRUPTED)
+        self.assertEqual(row(execution).state, States.INTERRUPTED)
+
     def test_tasks_of_a_gone_or_stopped_worker_are_queued_again(self):
         gone, stopped = tasks.add.queue(1), tasks.add.queue(2)
         claim_for(worker_status(), limit=1)
