@@ -59,8 +59,8 @@ class Worker:
             raise ValueError("threads must be at least 1")
         if queues and excluded_queues:
             raise ValueError("give the queues to serve or the queues to exclude, not both")
-        if tick <= 0:
-            raise ValueError("tick must be a positive number of seconds")
+        if not (math.isfinite(tick) and tick > 0):
+            raise ValueError(f"tick must be a finite number of seconds > 0, not {tick}")
         if max_tasks is not None and max_tasks < 1:
             raise ValueError("max_tasks must be at least 1")
         self.threads = threads
@@ -80,8 +80,8 @@ class Worker:
         self.max_tasks = 1 if once else max_tasks
         self.scheduler = Scheduler(self.queue_filter) if schedules else None
         self.grace = conf.GRACE if grace is None else grace
-        if self.grace < 0:
-            raise ValueError("grace must be a number of seconds >= 0 (--grace, TOOSIMPLEQ_GRACE)")
+        if not (math.isfinite(self.grace) and self.grace >= 0):
+            raise ValueError(f"grace must be a finite number of seconds >= 0 (--grace, TOOSIMPLEQ_GRACE), not {self.grace}")
         self.stop_with_main_thread = stop_with_main_thread
         self.status = None
         self.exit_code = None
