@@ -186,6 +186,20 @@ class ReapingTests(TransactionTestCase):
         self.assertEqual(row(fresh).state, States.INTERRUPTED)
         self.assertEqual(row(execution).state, States.INTERRUPTED)
 
+    def test_a_task_interrupted_before_runs_alone(self):
+        # Were it what killed its worker, it would kill the tasks beside it again.
+        suspect = tasks.count_running.queue()
+        claim_for(dead_worker())
+        (replacement,) = recovery.reap_dead_workers()
+        beside = [tasks.sleep.using(priority=1).queue(0.5), tasks.count_running.using(priority=1).queue()]
+        worker = Worker(threads=3, until_done=True, schedules=False)
+        worker.run()
+        self.assertEqual(worker.exit_code, 0)
+        self.assertEqual([row(execution).state for execution in [replacement, *beside]], [States.SUCCEEDED] * 3)
+        self.assertEqual(row(replacement).result, 1)  # alone
+        # Beside the sleep, and the suspect claimed, waiting for them to end.
+        self.assertEqual(row(beside[1]).result, 3)
+
     def test_tasks_of_a_gone_or_stopped_worker_are_queued_again(self):
         gone, stopped = tasks.add.queue(1), tasks.add.queue(2)
         claim_for(worker_status(), limit=1)

@@ -14,6 +14,7 @@ import uuid
 from django.db import IntegrityError, transaction
 
 from django_toosimple_q.decorators import register_task
+from django_toosimple_q.models import TaskExec
 
 from .models import Execution
 
@@ -201,6 +202,12 @@ def chatter(marker, lines, barrier_name, parties):
         chatter_logger.info("%s log %s", marker, i)
         time.sleep(0)  # let the other threads write in between
     return marker
+
+
+@register_task("tests.count_running")
+def count_running():
+    """How many executions are PROCESSING as it runs, itself included."""
+    return TaskExec.objects.filter(state=TaskExec.States.PROCESSING).count()
 
 
 @register_task("tests.print_lots")
