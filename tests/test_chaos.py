@@ -71,7 +71,7 @@ class KillTests(ChaosTestCase):
 
 
 class PoisonTests(ChaosTestCase):
-    def test_a_task_that_kills_its_worker_runs_at_most_the_limit_then_fails(self):
+    def test_a_poison_task_that_kills_its_worker_runs_at_most_the_limit_then_fails(self):
         outcome = self.run_scenario("poison")
         limit = conf.MAX_INTERRUPTIONS
         self.assert_nothing_lost(outcome)
