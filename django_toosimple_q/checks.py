@@ -13,7 +13,7 @@ from django.db import connection, connections
 from django.db.migrations.recorder import MigrationRecorder
 
 from . import conf
-from .registry import LONGEST_RETRY_DELAY
+from .registry import LONGEST_RETRY_DELAY, is_int
 
 
 def check_catch_up_limit(app_configs, **kwargs):
@@ -75,7 +75,7 @@ def check_poison_limits(app_configs, **kwargs):
         (
             "TOOSIMPLEQ_MAX_INTERRUPTIONS",
             conf.MAX_INTERRUPTIONS,
-            _is_int(conf.MAX_INTERRUPTIONS) and conf.MAX_INTERRUPTIONS >= 1,
+            is_int(conf.MAX_INTERRUPTIONS) and conf.MAX_INTERRUPTIONS >= 1,
             "an integer >= 1",
         ),
         (
@@ -84,17 +84,18 @@ def check_poison_limits(app_configs, **kwargs):
             _is_positive_number(conf.MAX_RETRY_DELAY) and conf.MAX_RETRY_DELAY <= LONGEST_RETRY_DELAY,
             f"a number of seconds > 0 and <= {LONGEST_RETRY_DELAY} (a year)",
         ),
-        ("TOOSIMPLEQ_MAX_OUTPUT", conf.MAX_OUTPUT, _is_int(conf.MAX_OUTPUT) and conf.MAX_OUTPUT >= 0, "an integer >= 0"),
+        (
+            "TOOSIMPLEQ_MAX_OUTPUT",
+            conf.MAX_OUTPUT,
+            is_int(conf.MAX_OUTPUT) and conf.MAX_OUTPUT >= 0,
+            "an integer >= 0",
+        ),
     ]
     return [
         checks.Error(f"{name} must be {rule}, not {value!r}", id="toosimpleq.E005")
         for name, value, valid, rule in rules
         if not valid
     ]
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_positive_number(value):

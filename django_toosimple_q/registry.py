@@ -59,7 +59,7 @@ class Task:
         problem = queue_problem(self.queue_name) or priority_problem(self.priority)
         if problem:
             raise ImproperlyConfigured(f"Task {self.name}: {problem}")
-        if not _is_int(self.retries) or self.retries < -1:
+        if not is_int(self.retries) or self.retries < -1:
             raise ImproperlyConfigured(f"Task {self.name}: retries must be an integer >= -1, not {self.retries!r}")
         if (
             not isinstance(self.retry_delay, (int, float))
@@ -275,7 +275,7 @@ def queue_problem(queue):
 def priority_problem(priority):
     """What is wrong with ``priority``, or None."""
     low, high = PRIORITIES
-    if not _is_int(priority) or not low <= priority <= high:
+    if not is_int(priority) or not low <= priority <= high:
         return f"priority must be an integer from {low} to {high}, not {priority!r}"
     return None
 
@@ -287,5 +287,6 @@ def _shown(value):
     return repr(value)
 
 
-def _is_int(value):
+def is_int(value):
+    """Whether ``value`` is an int, and not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)

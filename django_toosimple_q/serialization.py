@@ -14,6 +14,8 @@ import zoneinfo
 TAG = "$type"
 
 
+NUL_REFUSED = "contains a NUL character (\\x00), which PostgreSQL cannot store"
+
 # Deeper values are refused with a clear error, not a RecursionError from
 # wherever Python's stack runs out (encoding, the driver, the database).
 MAX_DEPTH = 100
@@ -48,7 +50,7 @@ def encode(value, path="value", depth=0):
     # The common cases go fastest.
     if kind is str:
         if "\x00" in value:
-            raise NotSerializable(value, path, "contains a NUL character (\\x00), which PostgreSQL cannot store")
+            raise NotSerializable(value, path, NUL_REFUSED)
         return value
     if value is None or kind is int or kind is bool:
         return value
@@ -75,7 +77,7 @@ def _encode_dict(mapping, path, depth):
         if type(key) is not str:
             raise NotSerializable(key, f"key {key!r} of {path}")
         if "\x00" in key:
-            raise NotSerializable(key, f"key {key!r} of {path}", "contains a NUL character, which PostgreSQL cannot store")
+            raise NotSerializable(key, f"key {key!r} of {path}", NUL_REFUSED)
         encoded[key] = encode(item, f"{path}[{key!r}]", depth)
     # A dict with a "$type" key of its own is tagged, so as not to read as a tag.
     return _tagged("dict", encoded) if TAG in encoded else encoded

@@ -178,7 +178,8 @@ class RegisterTaskTests(RegistryTestCase):
                     register_task(**options)(module_level)
                 self.assertNotIn("tests.registry.bad", tasks_registry)
         # The bounds themselves are fine.
-        task = self.register("tests.registry.bounds", priority=2**31 - 1, queue="q" * 255, retry_delay=31536000)(module_level)
+        bounds = {"priority": 2**31 - 1, "queue": "q" * 255, "retry_delay": 31536000}
+        task = self.register("tests.registry.bounds", **bounds)(module_level)
         self.assertEqual(task.priority, 2**31 - 1)
 
     def test_using_refuses_what_register_task_refuses(self):

@@ -129,8 +129,8 @@ def _unstorable(claimed, outcome, error):
 
     A success stays one; anything else ends FAILED, and is not tried again.
     """
-    logger.error("the outcome of %s #%s could not be stored (%s: %s)", claimed.task_name, claimed.id, type(error).__name__, error)
     reason = f"The outcome of the task could not be stored: {type(error).__name__}: {error}"
+    logger.error("%s #%s: %s", claimed.task_name, claimed.id, reason)
     # What the task's own error said, less what the database may have refused in it.
     original = outcome.get("error", "").replace("\x00", "\ufffd")
     return {

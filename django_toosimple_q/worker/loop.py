@@ -81,7 +81,9 @@ class Worker:
         self.scheduler = Scheduler(self.queue_filter) if schedules else None
         self.grace = conf.GRACE if grace is None else grace
         if not (math.isfinite(self.grace) and self.grace >= 0):
-            raise ValueError(f"grace must be a finite number of seconds >= 0 (--grace, TOOSIMPLEQ_GRACE), not {self.grace}")
+            raise ValueError(
+                f"grace must be a finite number of seconds >= 0 (--grace, TOOSIMPLEQ_GRACE), not {self.grace}"
+            )
         self.stop_with_main_thread = stop_with_main_thread
         self.status = None
         self.exit_code = None
