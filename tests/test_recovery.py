@@ -188,7 +188,7 @@ class ReapingTests(TransactionTestCase):
 
     def test_a_task_interrupted_before_runs_alone(self):
         # Were it what killed its worker, it would kill the tasks beside it again.
-        suspect = tasks.count_running.queue()
+        tasks.count_running.queue()
         claim_for(dead_worker())
         (replacement,) = recovery.reap_dead_workers()
         beside = [tasks.sleep.using(priority=1).queue(0.5), tasks.count_running.using(priority=1).queue()]
@@ -199,6 +199,21 @@ class ReapingTests(TransactionTestCase):
         self.assertEqual(row(replacement).result, 1)  # alone
         # Beside the sleep, and the suspect claimed, waiting for them to end.
         self.assertEqual(row(beside[1]).result, 3)
+
+    def test_a_task_held_to_run_alone_goes_back_to_the_queue_when_its_worker_stops(self):
+        busy = self.id()
+        self.addCleanup(tasks.event(busy).set)
+        tasks.add.queue(1)
+        claim_for(dead_worker())
+        (suspect,) = recovery.reap_dead_workers()
+        running = tasks.wait_for_event.using(priority=1).queue(busy)
+        worker = start(Worker(threads=2, tick=60, schedules=False))
+        wait_for(lambda: [row(running).state, row(suspect).state] == [States.PROCESSING] * 2)
+        worker.stop(grace=0)
+        self.assertEqual(worker.join(timeout=30), WorkerStatus.INTERRUPTED_EXIT_CODE)
+        self.assertEqual(row(running).state, States.INTERRUPTED)
+        # Never run: not interrupted again, only released.
+        self.assertEqual((row(suspect).state, row(suspect).worker), (States.QUEUED, None))
 
     def test_tasks_of_a_gone_or_stopped_worker_are_queued_again(self):
         gone, stopped = tasks.add.queue(1), tasks.add.queue(2)
