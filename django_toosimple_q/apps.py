@@ -7,6 +7,8 @@ from .checks import (
     check_embedded_debug,
     check_embedded_queues,
     check_embedded_sqlite,
+    check_heartbeat_and_timeout,
+    check_poison_limits,
     check_prepared_statements,
     check_upstream_history,
 )
@@ -28,6 +30,8 @@ class ToosimpleqConfig(AppConfig):
         embedded.start_if_serving()
         checks.register(check_catch_up_limit, "toosimpleq")
         checks.register(check_prepared_statements, "toosimpleq")
+        checks.register(check_heartbeat_and_timeout, "toosimpleq")
+        checks.register(check_poison_limits, "toosimpleq")
         checks.register(check_embedded_queues, "toosimpleq")
         checks.register(check_embedded_sqlite, "toosimpleq")
         checks.register(check_embedded_debug, "toosimpleq")

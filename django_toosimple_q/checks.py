@@ -4,6 +4,7 @@ An invalid cron needs none: it raises ImproperlyConfigured when its tasks.py
 is imported, so no schedule in the registry can hold one.
 """
 
+import math
 import re
 
 from django.conf import settings
@@ -12,6 +13,7 @@ from django.db import connection, connections
 from django.db.migrations.recorder import MigrationRecorder
 
 from . import conf
+from .registry import LONGEST_RETRY_DELAY, is_int
 
 
 def check_catch_up_limit(app_configs, **kwargs):
@@ -44,6 +46,60 @@ def check_prepared_statements(app_configs, **kwargs):
             id="toosimpleq.E003",
         )
     ]
+
+
+def check_heartbeat_and_timeout(app_configs, **kwargs):
+    """TOOSIMPLEQ_WORKER_TIMEOUT must be longer than TOOSIMPLEQ_HEARTBEAT, both finite and positive.
+
+    A worker that beats less often than the others wait for it is taken for
+    dead while it runs: its tasks are queued again and run twice.
+    """
+    heartbeat, timeout = conf.HEARTBEAT, conf.WORKER_TIMEOUT
+    if _is_positive_number(heartbeat) and _is_positive_number(timeout) and timeout > heartbeat:
+        return []
+    return [
+        checks.Error(
+            f"TOOSIMPLEQ_WORKER_TIMEOUT ({timeout!r}) must be greater than TOOSIMPLEQ_HEARTBEAT ({heartbeat!r}), "
+            "both finite numbers of seconds > 0",
+            hint="Workers heartbeat every TOOSIMPLEQ_HEARTBEAT seconds (default 5); one silent for "
+            "TOOSIMPLEQ_WORKER_TIMEOUT seconds (default 60) is taken for dead and its tasks run again. "
+            "Allow a few heartbeats: a timeout of several times the heartbeat.",
+            id="toosimpleq.E004",
+        )
+    ]
+
+
+def check_poison_limits(app_configs, **kwargs):
+    """The limits that keep a poison task from taking the queue down must be usable numbers."""
+    rules = [
+        (
+            "TOOSIMPLEQ_MAX_INTERRUPTIONS",
+            conf.MAX_INTERRUPTIONS,
+            is_int(conf.MAX_INTERRUPTIONS) and conf.MAX_INTERRUPTIONS >= 1,
+            "an integer >= 1",
+        ),
+        (
+            "TOOSIMPLEQ_MAX_RETRY_DELAY",
+            conf.MAX_RETRY_DELAY,
+            _is_positive_number(conf.MAX_RETRY_DELAY) and conf.MAX_RETRY_DELAY <= LONGEST_RETRY_DELAY,
+            f"a number of seconds > 0 and <= {LONGEST_RETRY_DELAY} (a year)",
+        ),
+        (
+            "TOOSIMPLEQ_MAX_OUTPUT",
+            conf.MAX_OUTPUT,
+            is_int(conf.MAX_OUTPUT) and conf.MAX_OUTPUT >= 0,
+            "an integer >= 0",
+        ),
+    ]
+    return [
+        checks.Error(f"{name} must be {rule}, not {value!r}", id="toosimpleq.E005")
+        for name, value, valid, rule in rules
+        if not valid
+    ]
+
+
+def _is_positive_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def check_embedded_queues(app_configs, **kwargs):

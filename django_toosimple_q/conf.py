@@ -15,6 +15,13 @@ DEFAULTS = {
     "TOOSIMPLEQ_GRACE": 30,
     # The most missed occurrences a catch_up schedule queues at once.
     "TOOSIMPLEQ_CATCH_UP_LIMIT": 1000,
+    # How many times a call may be interrupted (its worker died or stopped
+    # while it ran) before it ends FAILED instead of being queued again.
+    "TOOSIMPLEQ_MAX_INTERRUPTIONS": 3,
+    # Seconds: the longest delay between two retries, however many doublings.
+    "TOOSIMPLEQ_MAX_RETRY_DELAY": 24 * 3600,
+    # Characters of stdout, and of stderr, kept per execution: the head and the tail.
+    "TOOSIMPLEQ_MAX_OUTPUT": 1_000_000,
     # Embedded mode: run the worker inside the web server process.
     "TOOSIMPLEQ_EMBEDDED": False,
     "TOOSIMPLEQ_EMBEDDED_THREADS": 2,

@@ -19,6 +19,15 @@ schedules_registry = {}
 # A schedule's default last_run: when it is first seen.
 NOW = "now"
 
+# What every database stores (PostgreSQL's integer and the columns'
+# lengths): refused here, the same on all, rather than at each queue() by
+# some only.
+NAME_LENGTH = 1024
+QUEUE_LENGTH = 255
+PRIORITIES = (-(2**31), 2**31 - 1)
+# A year: a longer first delay only makes sense as a mistake.
+LONGEST_RETRY_DELAY = 365 * 24 * 3600
+
 
 class Call(NamedTuple):
     """A call of a task to store: its arguments, and when it is due (None: now)."""
@@ -43,16 +52,24 @@ class Task:
         self._validate()
 
     def _validate(self):
-        if not isinstance(self.name, str) or not self.name:
-            raise ImproperlyConfigured(f"Task name must be a non-empty string, not {self.name!r}")
-        if not isinstance(self.queue_name, str) or not self.queue_name:
-            raise ImproperlyConfigured(f"Task {self.name}: queue must be a non-empty string, not {self.queue_name!r}")
-        if not _is_int(self.priority):
-            raise ImproperlyConfigured(f"Task {self.name}: priority must be an integer, not {self.priority!r}")
-        if not _is_int(self.retries) or self.retries < -1:
+        if not isinstance(self.name, str) or not 0 < len(self.name) <= NAME_LENGTH:
+            raise ImproperlyConfigured(
+                f"Task name must be a string of 1 to {NAME_LENGTH} characters, not {_shown(self.name)}"
+            )
+        problem = queue_problem(self.queue_name) or priority_problem(self.priority)
+        if problem:
+            raise ImproperlyConfigured(f"Task {self.name}: {problem}")
+        if not is_int(self.retries) or self.retries < -1:
             raise ImproperlyConfigured(f"Task {self.name}: retries must be an integer >= -1, not {self.retries!r}")
-        if not isinstance(self.retry_delay, (int, float)) or self.retry_delay < 0:
-            raise ImproperlyConfigured(f"Task {self.name}: retry_delay must be a number >= 0, not {self.retry_delay!r}")
+        if (
+            not isinstance(self.retry_delay, (int, float))
+            or isinstance(self.retry_delay, bool)
+            or not 0 <= self.retry_delay <= LONGEST_RETRY_DELAY  # nan is neither
+        ):
+            raise ImproperlyConfigured(
+                f"Task {self.name}: retry_delay must be a number of seconds from 0 to {LONGEST_RETRY_DELAY} "
+                f"(a year), not {self.retry_delay!r}"
+            )
 
     def __repr__(self):
         return f"<Task {self.name}>"
@@ -99,6 +116,9 @@ class ConfiguredTask:
     """A task with options fixed for its next ``queue()`` calls; see Task.using."""
 
     def __init__(self, task, *, due, priority, queue):
+        problem = (queue is not None and queue_problem(queue)) or (priority is not None and priority_problem(priority))
+        if problem:
+            raise ValueError(f"Task {task.name}: {problem}")
         self.task = task
         self.due = due
         self.options = {"priority": priority, "queue": queue}
@@ -163,6 +183,9 @@ class Schedule:
         self.last_run = last_run
         self.catch_up = catch_up
         self.queue_name = queue or task.queue_name
+        problem = queue_problem(self.queue_name)
+        if problem:
+            raise ImproperlyConfigured(f"Schedule {self.name}: {problem}")
         self.datetime_kwarg = datetime_kwarg
         if datetime_kwarg is not None and datetime_kwarg in self.kwargs:
             raise ImproperlyConfigured(f"Schedule {self.name}: {datetime_kwarg!r} is both in kwargs and datetime_kwarg")
@@ -242,5 +265,28 @@ def _qualified_name(func):
     return f"{func.__module__}.{func.__qualname__}"
 
 
-def _is_int(value):
+def queue_problem(queue):
+    """What is wrong with ``queue`` as a queue name, or None."""
+    if not isinstance(queue, str) or not 0 < len(queue) <= QUEUE_LENGTH:
+        return f"queue must be a string of 1 to {QUEUE_LENGTH} characters, not {_shown(queue)}"
+    return None
+
+
+def priority_problem(priority):
+    """What is wrong with ``priority``, or None."""
+    low, high = PRIORITIES
+    if not is_int(priority) or not low <= priority <= high:
+        return f"priority must be an integer from {low} to {high}, not {priority!r}"
+    return None
+
+
+def _shown(value):
+    """``value`` for an error message: a long string by its length."""
+    if isinstance(value, str) and len(value) > 80:
+        return f"{len(value)} characters"
+    return repr(value)
+
+
+def is_int(value):
+    """Whether ``value`` is an int, and not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)

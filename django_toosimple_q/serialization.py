@@ -14,60 +14,90 @@ import zoneinfo
 TAG = "$type"
 
 
+NUL_REFUSED = "contains a NUL character (\\x00), which PostgreSQL cannot store"
+
+# Deeper values are refused with a clear error, not a RecursionError from
+# wherever Python's stack runs out (encoding, the driver, the database).
+MAX_DEPTH = 100
+
+
 class NotSerializable(TypeError):
     """A value that cannot be stored as JSON; ``path`` says where it was."""
 
-    def __init__(self, value, path):
+    def __init__(self, value, path, reason=None):
         self.value = value
         self.path = path
-        super().__init__(
-            f"{path} of type {type(value).__name__} cannot be stored: "
-            "only JSON values, tuples, datetimes, dates, times, timedeltas, "
-            "Decimals and UUIDs are supported"
-        )
+        if reason is None:
+            reason = (
+                f"of type {type(value).__name__} cannot be stored: "
+                "only JSON values, tuples, datetimes, dates, times, timedeltas, "
+                "Decimals and UUIDs are supported (not their subclasses)"
+            )
+        super().__init__(f"{path} {reason}")
 
 
 def _tagged(kind, value):
     return {TAG: kind, "value": value}
 
 
-def encode(value, path="value"):
-    """``value`` as plain JSON data, raising NotSerializable naming ``path``."""
-    # bool is an int and str is checked first: the common cases go fastest.
-    if value is None or isinstance(value, (str, bool, int)):
+def encode(value, path="value", depth=0):
+    """``value`` as plain JSON data, raising NotSerializable naming ``path``.
+
+    Types are matched exactly: a subclass (an IntEnum, a namedtuple, an
+    OrderedDict) would come back as its base type, so it is refused.
+    """
+    kind = type(value)
+    # The common cases go fastest.
+    if kind is str:
+        if "\x00" in value:
+            raise NotSerializable(value, path, NUL_REFUSED)
         return value
-    if isinstance(value, float):
+    if value is None or kind is int or kind is bool:
+        return value
+    if kind is float:
         if value != value or value in (float("inf"), float("-inf")):
             raise NotSerializable(value, path)
         return value
-    if isinstance(value, list):
-        return [encode(item, f"{path}[{i}]") for i, item in enumerate(value)]
-    if isinstance(value, tuple):
-        return _tagged("tuple", [encode(item, f"{path}[{i}]") for i, item in enumerate(value)])
-    if isinstance(value, dict):
-        encoded = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise NotSerializable(key, f"key {key!r} of {path}")
-            encoded[key] = encode(item, f"{path}[{key!r}]")
-        return _tagged("dict", encoded) if TAG in encoded else encoded
-    # datetime is a date: it must be tested first.
-    if isinstance(value, datetime.datetime):
-        if isinstance(value.tzinfo, zoneinfo.ZoneInfo):
-            # An offset alone would lose the zone's DST rules.
-            return _tagged("zoned_datetime", [value.isoformat(), value.tzinfo.key])
-        return _tagged("datetime", value.isoformat())
-    if isinstance(value, datetime.date):
-        return _tagged("date", value.isoformat())
-    if isinstance(value, datetime.time):
-        return _tagged("time", value.isoformat())
-    if isinstance(value, datetime.timedelta):
-        return _tagged("timedelta", [value.days, value.seconds, value.microseconds])
-    if isinstance(value, decimal.Decimal):
-        return _tagged("decimal", str(value))
-    if isinstance(value, uuid.UUID):
-        return _tagged("uuid", str(value))
-    raise NotSerializable(value, path)
+    if kind in (list, tuple, dict):
+        if depth >= MAX_DEPTH:
+            raise NotSerializable(value, path, f"is nested more than {MAX_DEPTH} levels deep")
+        if kind is dict:
+            return _encode_dict(value, path, depth + 1)
+        items = [encode(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+        return items if kind is list else _tagged("tuple", items)
+    encoder = _ENCODERS.get(kind)
+    if encoder is None:
+        raise NotSerializable(value, path)
+    return encoder(value)
+
+
+def _encode_dict(mapping, path, depth):
+    encoded = {}
+    for key, item in mapping.items():
+        if type(key) is not str:
+            raise NotSerializable(key, f"key {key!r} of {path}")
+        if "\x00" in key:
+            raise NotSerializable(key, f"key {key!r} of {path}", NUL_REFUSED)
+        encoded[key] = encode(item, f"{path}[{key!r}]", depth)
+    # A dict with a "$type" key of its own is tagged, so as not to read as a tag.
+    return _tagged("dict", encoded) if TAG in encoded else encoded
+
+
+def _encode_datetime(value):
+    if isinstance(value.tzinfo, zoneinfo.ZoneInfo):
+        # An offset alone would lose the zone's DST rules.
+        return _tagged("zoned_datetime", [value.isoformat(), value.tzinfo.key])
+    return _tagged("datetime", value.isoformat())
+
+
+_ENCODERS = {
+    datetime.datetime: _encode_datetime,
+    datetime.date: lambda value: _tagged("date", value.isoformat()),
+    datetime.time: lambda value: _tagged("time", value.isoformat()),
+    datetime.timedelta: lambda value: _tagged("timedelta", [value.days, value.seconds, value.microseconds]),
+    decimal.Decimal: lambda value: _tagged("decimal", str(value)),
+    uuid.UUID: lambda value: _tagged("uuid", str(value)),
+}
 
 
 _DECODERS = {
@@ -101,7 +131,8 @@ def encode_call(args, kwargs):
     encoded_kwargs = {}
     for key, arg in kwargs.items():
         encoded_kwargs[key] = encode(arg, f"argument {key!r}")
-    return encoded_args, encoded_kwargs
+    # Escaped as any dict is: a keyword argument named "$type" must not read as a tag.
+    return encoded_args, _tagged("dict", encoded_kwargs) if TAG in encoded_kwargs else encoded_kwargs
 
 
 def canonical(data):

@@ -42,6 +42,7 @@ SIZES = {
         "sqlite writers": {"workers": 3, "threads": 4, "tasks": 300},
         "sigterm": {"within": 3, "beyond": 2, "grace": 8},
         "schedules": {"workers": 4, "seconds": 10, "interval": 2},
+        "poison": {"workers": 3, "threads": 4, "tasks": 500},
     },
     "long": {
         "kill -9": {"workers": 4, "threads": 4, "tasks": 2000, "kills": 20, "interval": 1},
@@ -49,6 +50,7 @@ SIZES = {
         "sqlite writers": {"workers": 3, "threads": 4, "tasks": 1000},
         "sigterm": {"within": 8, "beyond": 8, "grace": 30},
         "schedules": {"workers": 4, "seconds": 30, "interval": 3},
+        "poison": {"workers": 4, "threads": 4, "tasks": 3000},
     },
 }
 
@@ -350,6 +352,44 @@ def kill_schedulers(log_dir, *, workers, seconds, interval):
     return outcome
 
 
+def poison_task(log_dir, *, workers, threads, tasks):
+    """A task that kills its worker (os._exit) among ``tasks`` ordinary ones.
+
+    Each worker that dies is replaced, as a supervisor (systemd, Kubernetes)
+    would. The poison task may run TOOSIMPLEQ_MAX_INTERRUPTIONS times, then
+    ends FAILED; the ordinary tasks all succeed, once.
+    """
+    keys = short_tasks(tasks, "ordinary")
+    queue_keyed("chaos.poison", [("poison",)])
+    outcome = Outcome("poison", tasks)
+    args = ("--queue", "chaos", "--threads", str(threads), "--tick", "0.1")
+    with Workers("poisoned", log_dir, *args, worker_timeout=5) as pool:
+        for _ in range(workers):
+            pool.start()
+        replaced = set()
+        deadline = time.monotonic() + 120 + tasks / 10
+        while (unfinished_count("chaos.work") or unfinished_count("chaos.poison")) and time.monotonic() < deadline:
+            for label in set(pool.processes) - set(pool.alive()) - replaced:
+                replaced.add(label)
+                outcome.kills += 1
+                # Its other tasks run again: they were in flight.
+                outcome.in_flight += TaskExec.objects.filter(
+                    worker__label=label, state=States.PROCESSING, task_name="chaos.work"
+                ).count()
+                pool.start()
+            time.sleep(0.2)
+        exit_codes = pool.stop()
+        # The poison's end is logged as an error, by design.
+        outcome.problems = [problem for problem in pool.problems(exit_codes) if "chaos.poison" not in problem]
+    poison_rows = TaskExec.objects.filter(task_name="chaos.poison").order_by("id")
+    outcome.facts["poison runs"] = Execution.objects.filter(key__startswith="poison run").count()
+    outcome.facts["poison states"] = [row.state for row in poison_rows]
+    outcome.facts["poison error"] = poison_rows.last().error
+    count_keyed(outcome, "chaos.work", keys)
+    outcome.stuck += unfinished_count("chaos.poison")
+    return outcome
+
+
 def schedule_row():
     return ScheduleExec.objects.get(name="chaos.tick")
 
@@ -360,6 +400,7 @@ SCENARIOS = {
     "sqlite writers": sqlite_writers,
     "sigterm": stop_during_long_tasks,
     "schedules": kill_schedulers,
+    "poison": poison_task,
 }
 
 

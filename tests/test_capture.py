@@ -5,7 +5,7 @@ import sys
 import threading
 import uuid
 
-from django.test import SimpleTestCase, TransactionTestCase
+from django.test import SimpleTestCase, TransactionTestCase, override_settings
 
 from django_toosimple_q.models import TaskExec
 from django_toosimple_q.worker import Worker
@@ -69,3 +69,32 @@ class CapturedOutputTests(SimpleTestCase):
             print("here again", file=sys.stderr)
         self.assertTrue(other_thread_done.is_set())
         self.assertEqual((here.stdout, here.stderr), ("here\n", "here again\n"))
+
+
+class OutputLimitTests(SimpleTestCase):
+    @override_settings(TOOSIMPLEQ_MAX_OUTPUT=20)
+    def test_long_output_keeps_its_head_and_tail_and_says_how_much_was_cut(self):
+        with captured_output() as output:
+            for i in range(1000):
+                print(f"line {i:03}")
+            sys.stderr.write("short")
+        self.assertEqual(output.stdout, "line 000\nl\n[... 8980 characters cut ...]\n\nline 999\n")
+        self.assertEqual(output.stderr, "short")
+
+    @override_settings(TOOSIMPLEQ_MAX_OUTPUT=20)
+    def test_output_up_to_the_limit_is_kept_whole(self):
+        with captured_output() as output:
+            sys.stdout.write("0123456789")
+            sys.stdout.write("abcdefghij")
+        self.assertEqual(output.stdout, "0123456789abcdefghij")
+
+
+class OutputLimitWorkerTests(TransactionTestCase):
+    def test_a_task_printing_megabytes_stores_about_the_limit(self):
+        execution = tasks.print_lots.queue(10 * 1024 * 1024)
+        Worker(until_done=True, schedules=False).run()
+        row = TaskExec.objects.get(pk=execution.pk)
+        self.assertEqual(row.state, TaskExec.States.SUCCEEDED, row.error)
+        self.assertLess(len(row.stdout), 1_000_100)
+        self.assertIn(f"[... {10 * 1024 * 1024 - 1_000_000} characters cut ...]", row.stdout)
+        self.assertTrue(row.stdout.startswith("x" * 1000) and row.stdout.endswith("x" * 1000))

@@ -15,6 +15,7 @@ from unittest import skipUnless
 from django.db import connection
 from django.test import TransactionTestCase
 
+from django_toosimple_q import conf
 from django_toosimple_q.models import TaskExec
 
 from . import chaos
@@ -67,6 +68,18 @@ class KillTests(ChaosTestCase):
         # From the first due time to the end of the kills.
         self.assertGreaterEqual(outcome.tasks, chaos.sizes("schedules")["seconds"] - 1, outcome)
         self.assertTrue(outcome.facts["last due queued"], outcome)
+
+
+class PoisonTests(ChaosTestCase):
+    def test_a_poison_task_that_kills_its_worker_runs_at_most_the_limit_then_fails(self):
+        outcome = self.run_scenario("poison")
+        limit = conf.MAX_INTERRUPTIONS
+        self.assert_nothing_lost(outcome)
+        self.assertEqual(outcome.facts["poison runs"], limit, outcome)
+        self.assertEqual(outcome.kills, limit, outcome)
+        self.assertEqual(outcome.facts["poison states"], [States.INTERRUPTED] * (limit - 1) + [States.FAILED], outcome)
+        self.assertIn(f"Interrupted {limit} times", outcome.facts["poison error"])
+        self.assertLessEqual(outcome.duplicated, outcome.in_flight, outcome)
 
 
 class StopTests(ChaosTestCase):

@@ -4,10 +4,14 @@ import io
 import os
 import subprocess
 import sys
+from unittest import skipUnless
 
 from django.apps import apps
 from django.core.management import CommandError, call_command
-from django.test import TestCase, TransactionTestCase
+from django.core import checks
+from django.core.management.base import SystemCheckError
+from django.db import connection
+from django.test import SimpleTestCase, TestCase, TransactionTestCase
 
 from django_toosimple_q.models import TaskExec, WorkerStatus
 
@@ -32,18 +36,25 @@ class WorkerArgumentsTests(TestCase):
         for timeout in ("5", "1", "nan", "inf"):
             self.assertRefused("timeout must be a number of seconds longer than the heartbeat", "--timeout", timeout)
 
-    def test_tick_not_positive(self):
-        self.assertRefused("tick must be a positive number of seconds", "--tick", "0")
-        self.assertRefused("tick must be a positive number of seconds", "--tick", "-1")
+    def test_tick_not_positive_or_not_finite(self):
+        for tick in ("0", "-1", "nan", "inf"):
+            with self.subTest(tick=tick):
+                self.assertRefused(f"tick must be a finite number of seconds > 0, not {float(tick)}", "--tick", tick)
 
     def test_max_tasks_below_one(self):
         self.assertRefused("max_tasks must be at least 1", "--max_tasks", "0")
         self.assertRefused("max_tasks must be at least 1", "--max_tasks", "-1")
 
-    def test_negative_grace(self):
-        self.assertRefused("grace must be a number of seconds >= 0 (--grace, TOOSIMPLEQ_GRACE)", "--grace", "-1")
+    def test_negative_or_not_finite_grace(self):
+        for grace in ("-1", "nan", "inf"):
+            with self.subTest(grace=grace):
+                self.assertRefused(
+                    f"grace must be a finite number of seconds >= 0 (--grace, TOOSIMPLEQ_GRACE), not {float(grace)}",
+                    "--grace",
+                    grace,
+                )
         with self.settings(TOOSIMPLEQ_GRACE=-5):
-            self.assertRefused("grace must be a number of seconds >= 0")
+            self.assertRefused("grace must be a finite number of seconds >= 0")
 
     def test_values_of_the_wrong_type(self):
         self.assertRefused("argument --threads: invalid int value: 'many'", "--threads", "many")
@@ -58,8 +69,50 @@ class WorkerArgumentsTests(TestCase):
         self.assertRefused("unrecognized arguments: --queues", "--queues", "a")
 
 
+class SettingsChecksTests(SimpleTestCase):
+    def errors(self):
+        return [error for error in checks.run_checks() if error.id.startswith("toosimpleq.")]
+
+    def test_a_worker_timeout_not_above_the_heartbeat_is_an_error(self):
+        for heartbeat, timeout in ((5, 2), (5, 5), (float("nan"), 60), (5, float("inf")), (0, 1)):
+            with self.subTest(heartbeat=heartbeat, timeout=timeout):
+                with self.settings(TOOSIMPLEQ_HEARTBEAT=heartbeat, TOOSIMPLEQ_WORKER_TIMEOUT=timeout):
+                    [error] = self.errors()
+                self.assertEqual(error.id, "toosimpleq.E004")
+                self.assertIn(f"TOOSIMPLEQ_WORKER_TIMEOUT ({timeout!r}) must be greater than", error.msg)
+        with self.settings(TOOSIMPLEQ_HEARTBEAT=1, TOOSIMPLEQ_WORKER_TIMEOUT=3):
+            self.assertEqual(self.errors(), [])
+
+    def test_the_worker_does_not_start_with_it(self):
+        with self.settings(TOOSIMPLEQ_HEARTBEAT=5, TOOSIMPLEQ_WORKER_TIMEOUT=2):
+            with self.assertRaisesMessage(SystemCheckError, "toosimpleq.E004"):
+                call_command("worker", "--until_done", skip_checks=False)
+
+    def test_limits_that_are_not_usable_numbers_are_errors(self):
+        for setting, value in (
+            ("TOOSIMPLEQ_MAX_INTERRUPTIONS", 0),
+            ("TOOSIMPLEQ_MAX_INTERRUPTIONS", "3"),
+            ("TOOSIMPLEQ_MAX_RETRY_DELAY", float("inf")),
+            ("TOOSIMPLEQ_MAX_RETRY_DELAY", 0),
+            ("TOOSIMPLEQ_MAX_OUTPUT", -1),
+            ("TOOSIMPLEQ_MAX_OUTPUT", 1e6),
+        ):
+            with self.subTest(setting=setting, value=value):
+                with self.settings(**{setting: value}):
+                    [error] = self.errors()
+                self.assertEqual(error.id, "toosimpleq.E005")
+                self.assertTrue(error.msg.startswith(f"{setting} must be"), error.msg)
+
+
 class WorkerArgumentsProcessTests(TransactionTestCase):
     # Not TestCase: on SQLite its open transaction would block the subprocess.
+
+    @skipUnless(connection.vendor == "postgresql", "PostgreSQL refuses a label longer than its column")
+    def test_a_registration_the_database_refuses_stops_the_worker_with_the_reason(self):
+        env = {"TOOSIMPLEQ_TEST_LOG_LEVEL": "ERROR"}
+        result = run_worker("--until_done", "--no_schedules", "--label", "x" * 1100, env=env, timeout=60)
+        self.assertEqual(result.returncode, WorkerStatus.CRASHED_EXIT_CODE, result.stderr)
+        self.assertIn("cannot register: value too long", result.stderr)
 
     def test_a_refused_argument_exits_with_the_message_and_no_traceback(self):
         result = run_worker("--queue", "a", "--exclude_queue", "b", timeout=60)

@@ -146,6 +146,75 @@ class ReapingTests(TransactionTestCase):
         self.assertEqual((replacement.retries, replacement.retry_delay, replacement.worker), (2, 5, None))
         self.assertEqual((interrupted.attempt, replacement.attempt), (1, 2))
 
+    def test_a_call_interrupted_max_interruptions_times_fails_and_is_not_queued_again(self):
+        # retries=-1 does not lift the limit: only interruptions count.
+        tasks.retried_forever.queue()
+        for _ in range(conf.MAX_INTERRUPTIONS - 1):
+            claim_for(dead_worker())
+            self.assertEqual(len(recovery.reap_dead_workers()), 1)
+        claim_for(dead_worker())
+        with self.assertLogs("django_toosimple_q", logging.ERROR) as logs:
+            self.assertEqual(recovery.reap_dead_workers(), [])
+        chain = list(TaskExec.objects.order_by("id"))
+        self.assertEqual([execution.state for execution in chain], [States.INTERRUPTED] * 2 + [States.FAILED])
+        self.assertEqual([execution.attempt for execution in chain], [1, 2, 3])
+        last = chain[-1]
+        self.assertEqual(
+            last.error,
+            "Interrupted 3 times (its worker stopped responding): not run again, TOOSIMPLEQ_MAX_INTERRUPTIONS is 3",
+        )
+        self.assertIsNone(last.replaced_by)
+        self.assertIn(last.error, logs.output[0])
+
+    @override_settings(TOOSIMPLEQ_MAX_INTERRUPTIONS=2)
+    def test_interruptions_are_counted_across_retries_of_the_same_call(self):
+        execution = tasks.retried_forever.queue()
+        claim_for(dead_worker())
+        (after_interruption,) = recovery.reap_dead_workers()
+        # A failure in between: its retry is the same call, one more attempt.
+        Worker(until_done=True, schedules=False, max_tasks=1).run()
+        retry = row(after_interruption).replaced_by
+        self.assertEqual((row(after_interruption).state, retry.attempt), (States.FAILED, 3))
+        claim_for(dead_worker())
+        self.assertEqual(recovery.reap_dead_workers(), [])
+        self.assertEqual(row(retry).state, States.FAILED)
+        self.assertIn("Interrupted 2 times", row(retry).error)
+        # A call queued anew has its own count.
+        fresh = tasks.retried_forever.queue()
+        claim_for(dead_worker())
+        self.assertEqual(len(recovery.reap_dead_workers()), 1)
+        self.assertEqual(row(fresh).state, States.INTERRUPTED)
+        self.assertEqual(row(execution).state, States.INTERRUPTED)
+
+    def test_a_task_interrupted_before_runs_alone(self):
+        # Were it what killed its worker, it would kill the tasks beside it again.
+        tasks.count_running.queue()
+        claim_for(dead_worker())
+        (replacement,) = recovery.reap_dead_workers()
+        beside = [tasks.sleep.using(priority=1).queue(0.5), tasks.count_running.using(priority=1).queue()]
+        worker = Worker(threads=3, until_done=True, schedules=False)
+        worker.run()
+        self.assertEqual(worker.exit_code, 0)
+        self.assertEqual([row(execution).state for execution in [replacement, *beside]], [States.SUCCEEDED] * 3)
+        self.assertEqual(row(replacement).result, 1)  # alone
+        # Beside the sleep, and the suspect claimed, waiting for them to end.
+        self.assertEqual(row(beside[1]).result, 3)
+
+    def test_a_task_held_to_run_alone_goes_back_to_the_queue_when_its_worker_stops(self):
+        busy = self.id()
+        self.addCleanup(tasks.event(busy).set)
+        tasks.add.queue(1)
+        claim_for(dead_worker())
+        (suspect,) = recovery.reap_dead_workers()
+        running = tasks.wait_for_event.using(priority=1).queue(busy)
+        worker = start(Worker(threads=2, tick=60, schedules=False))
+        wait_for(lambda: [row(running).state, row(suspect).state] == [States.PROCESSING] * 2)
+        worker.stop(grace=0)
+        self.assertEqual(worker.join(timeout=30), WorkerStatus.INTERRUPTED_EXIT_CODE)
+        self.assertEqual(row(running).state, States.INTERRUPTED)
+        # Never run: not interrupted again, only released.
+        self.assertEqual((row(suspect).state, row(suspect).worker), (States.QUEUED, None))
+
     def test_tasks_of_a_gone_or_stopped_worker_are_queued_again(self):
         gone, stopped = tasks.add.queue(1), tasks.add.queue(2)
         claim_for(worker_status(), limit=1)

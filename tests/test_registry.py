@@ -159,6 +159,41 @@ class RegisterTaskTests(RegistryTestCase):
                     register_task(**options)(module_level)
                 self.assertNotIn("tests.registry.bad", tasks_registry)
 
+    def test_options_out_of_what_every_database_stores_are_refused_with_their_range(self):
+        # PostgreSQL refused these at each queue(), SQLite took them.
+        bad_options = [
+            ({"priority": 10**12}, "priority must be an integer from -2147483648 to 2147483647, not 1000000000000"),
+            ({"priority": 2**31}, "priority must be an integer from -2147483648 to 2147483647"),
+            ({"priority": -(2**31) - 1}, "priority must be an integer from -2147483648 to 2147483647"),
+            ({"name": "x" * 1025}, "Task name must be a string of 1 to 1024 characters, not 1025 characters"),
+            ({"queue": "q" * 256}, "queue must be a string of 1 to 255 characters, not 256 characters"),
+            ({"retry_delay": 10**12}, "retry_delay must be a number of seconds from 0 to 31536000 (a year)"),
+            ({"retry_delay": float("inf")}, "retry_delay must be a number of seconds from 0 to 31536000 (a year)"),
+            ({"retry_delay": float("nan")}, "retry_delay must be a number of seconds from 0 to 31536000 (a year)"),
+        ]
+        for options, message in bad_options:
+            with self.subTest(options=options):
+                options.setdefault("name", "tests.registry.bad")
+                with self.assertRaisesMessage(ImproperlyConfigured, message):
+                    register_task(**options)(module_level)
+                self.assertNotIn("tests.registry.bad", tasks_registry)
+        # The bounds themselves are fine.
+        bounds = {"priority": 2**31 - 1, "queue": "q" * 255, "retry_delay": 31536000}
+        task = self.register("tests.registry.bounds", **bounds)(module_level)
+        self.assertEqual(task.priority, 2**31 - 1)
+
+    def test_using_refuses_what_register_task_refuses(self):
+        task = self.register("tests.registry.using")(module_level)
+        for options, message in (
+            ({"priority": 2**31}, "priority must be an integer from -2147483648 to 2147483647"),
+            ({"priority": "9"}, "priority must be an integer"),
+            ({"queue": "q" * 256}, "queue must be a string of 1 to 255 characters"),
+            ({"queue": ""}, "queue must be a string of 1 to 255 characters"),
+        ):
+            with self.subTest(options=options):
+                with self.assertRaisesMessage(ValueError, f"Task tests.registry.using: {message}"):
+                    task.using(**options)
+
 
 class AutodiscoveryTests(SimpleTestCase):
     def test_tasks_modules_of_installed_apps_are_imported_at_setup(self):

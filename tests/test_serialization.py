@@ -1,7 +1,9 @@
 """Arguments and results as JSON: faithful round trips, clear refusals."""
 
+import collections
 import datetime
 import decimal
+import enum
 import io
 import json
 import uuid
@@ -19,6 +21,18 @@ from .testapp import tasks
 from .testapp.models import Execution
 
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
+
+
+class Subclassed(int):
+    pass
+
+
+def nested(depth):
+    """A list in a list..., ``depth`` levels deep."""
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
 
 # Every supported kind of value, with the ones that JSON alone would change.
 VALUES = {
@@ -101,6 +115,15 @@ class EncodeTests(TestCase):
             ({"a": {"b": lambda: 1}}, "value['a']['b'] of type function"),
             ({1: "int key"}, "key 1 of value of type int"),
             ((1, {2}), "value[1] of type set"),
+            # Subclasses would come back as their base type: refused, not changed.
+            (enum.IntEnum("Level", "LOW HIGH").HIGH, "value of type Level"),
+            (enum.StrEnum("Color", "RED").RED, "value of type Color"),
+            (collections.namedtuple("Point", "x y")(1, 2), "value of type Point"),
+            (collections.OrderedDict(a=1), "value of type OrderedDict"),
+            ([True, Subclassed(3)], "value[1] of type Subclassed"),
+            ("a\x00b", "value contains a NUL character"),
+            ({"a\x00b": 1}, "key 'a\\x00b' of value contains a NUL character"),
+            (nested(1000), "value" + "[0]" * 100 + " is nested more than 100 levels deep"),
         ]
         for value, message in cases:
             with self.subTest(message):
@@ -124,6 +147,17 @@ class QueueArgumentsTests(TestCase):
             ((), {"handle": io.StringIO("file")}, "argument 'handle' of type StringIO"),
             ((), {"callback": lambda: None}, "argument 'callback' of type function"),
             ((), {"options": {"nested": [{3}]}}, "argument 'options'['nested'][0] of type set"),
+        ]
+        for args, kwargs, message in cases:
+            with self.subTest(message):
+                with self.assertRaisesMessage(TypeError, message):
+                    tasks.echo.queue(*args, **kwargs)
+        self.assertFalse(TaskExec.objects.exists())
+
+    def test_refused_the_same_on_every_database(self):
+        cases = [
+            (("a\x00b",), {}, "argument 0 contains a NUL character"),
+            ((), {"deep": nested(1000)}, "argument 'deep'" + "[0]" * 100 + " is nested more than 100 levels deep"),
         ]
         for args, kwargs, message in cases:
             with self.subTest(message):
@@ -164,6 +198,15 @@ class StoredFormTests(TestCase):
 
 
 class ResultTests(TransactionTestCase):
+    def test_a_keyword_argument_named_like_the_tag_round_trips(self):
+        execution = tasks.echo_kwargs.queue(**{"$type": "tuple", "value": (1, 2)})
+        stored = TaskExec.objects.get(pk=execution.pk)
+        self.assertEqual(stored.kwargs, {"$type": "tuple", "value": (1, 2)})
+        Worker(until_done=True, schedules=False).run()
+        stored.refresh_from_db()
+        self.assertEqual(stored.state, TaskExec.States.SUCCEEDED)
+        self.assertEqual(stored.result, {"$type": "tuple", "value": (1, 2)})
+
     def test_results_round_trip(self):
         executions = {label: tasks.echo.queue(value) for label, value in VALUES.items()}
         Worker(threads=2, until_done=True, schedules=False).run()

@@ -62,7 +62,9 @@ class InProcessWakeUpTests(TransactionTestCase):
 @skipUnless(connection.vendor == "postgresql", "NOTIFY is PostgreSQL's")
 class NotifyTests(TransactionTestCase):
     def test_a_task_queued_in_another_process_wakes_an_idle_worker(self):
-        worker = start_worker("--tick", str(A_MINUTE), "--no_schedules", env={"TOOSIMPLEQ_TEST_HEARTBEAT": A_MINUTE})
+        # The worker timeout above the heartbeat, or the system check E004 stops the worker.
+        env = {"TOOSIMPLEQ_TEST_HEARTBEAT": A_MINUTE, "TOOSIMPLEQ_TEST_WORKER_TIMEOUT": 2 * A_MINUTE}
+        worker = start_worker("--tick", str(A_MINUTE), "--no_schedules", env=env)
         self.addCleanup(worker.communicate, timeout=60)
         self.addCleanup(worker.terminate)
         wait_for(self.worker_listens, message="the worker to listen")

@@ -7,10 +7,13 @@ current thread's capture buffer when it has one, and to the real stream
 otherwise.
 """
 
+import collections
 import io
 import logging
 import sys
 import threading
+
+from .. import conf
 
 _current = threading.local()  # .capture: the captured_output of this thread, if any
 _install_lock = threading.Lock()
@@ -95,7 +98,7 @@ class captured_output:
         """The buffer of the stream ``name`` ("stdout" or "stderr")."""
         buffer = self._buffers.get(name)
         if buffer is None:
-            buffer = self._buffers[name] = io.StringIO()
+            buffer = self._buffers[name] = HeadAndTail(conf.MAX_OUTPUT)
         return buffer
 
     @property
@@ -109,3 +112,52 @@ class captured_output:
     def _text(self, name):
         buffer = self._buffers.get(name)
         return "" if buffer is None else buffer.getvalue()
+
+
+class HeadAndTail:
+    """A text stream that keeps the first and the last ``limit // 2`` characters written.
+
+    A task may print without end: what is kept stays bounded, and the
+    middle that was cut is counted. NUL characters, which PostgreSQL
+    cannot store in text, are kept as U+FFFD.
+    """
+
+    def __init__(self, limit):
+        self.tail_limit = limit // 2
+        self.head_room = limit - self.tail_limit
+        self.head = io.StringIO()
+        self.tail = collections.deque()
+        self.tail_size = 0
+        self.written = 0
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        length = len(text)
+        self.written += length
+        if self.head_room:
+            kept = text[: self.head_room]
+            self.head.write(kept)
+            self.head_room -= len(kept)
+            text = text[len(kept) :]
+        if text and self.tail_limit:
+            self.tail.append(text)
+            self.tail_size += len(text)
+            # Chunks wholly before the last tail_limit characters go.
+            while self.tail_size - len(self.tail[0]) >= self.tail_limit:
+                self.tail_size -= len(self.tail.popleft())
+        return length
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        pass
+
+    def getvalue(self):
+        head = self.head.getvalue()
+        tail = "".join(self.tail)[-self.tail_limit :] if self.tail_limit else ""
+        cut = self.written - len(head) - len(tail)
+        text = head + tail if not cut else f"{head}\n[... {cut} characters cut ...]\n{tail}"
+        return text.replace("\x00", "\ufffd")

@@ -260,6 +260,15 @@ def _finish_sql(vendor, names):
     return _in_driver_style(vendor, sql), tuple(column_adapter(field) for field in fields)
 
 
+def interrupted_before(ids):
+    """Those of the executions ``ids`` that replace an interrupted run."""
+    if not ids:
+        return set()
+    return set(
+        TaskExec.objects.filter(replaced_by__in=ids, state=States.INTERRUPTED).values_list("replaced_by", flat=True)
+    )
+
+
 def release(ids, worker_id):
     """Give tasks this worker claimed but will not run back to the queue."""
     return TaskExec.objects.filter(id__in=ids, state=States.PROCESSING, worker_id=worker_id).update(

@@ -6,17 +6,19 @@ overwrite their outcome.
 """
 
 import datetime
+import inspect
 import logging
 import time
 import traceback
 
-from django.db import DatabaseError, DataError, InterfaceError, connections, transaction
+from django.db import DatabaseError, InterfaceError, connections, transaction
 from django.utils import timezone
 
-from .. import serialization
+from .. import conf, serialization
 from ..models import TaskExec
 from ..registry import tasks_registry
-from . import claiming
+from . import claiming, errors
+from .coroutines import run_coroutine
 from .backoff import Backoff
 from .capture import captured_output
 
@@ -38,7 +40,7 @@ def execute(claimed, worker_id, give_up=lambda: True):
         logger.error("%s (execution #%s)", message, claimed.id)
         outcome = {"state": States.INVALID, "error": message}
     else:
-        logger.debug("running %s #%s", claimed.task_name, claimed.id)
+        logger.debug("running %s #%s (attempt %s)", claimed.task_name, claimed.id, claimed.attempt)
         with captured_output() as output:
             outcome = _call(task, claimed)
         outcome["stdout"], outcome["stderr"] = output.stdout, output.stderr
@@ -46,59 +48,35 @@ def execute(claimed, worker_id, give_up=lambda: True):
         # transaction would take the outcome into it, and roll it back.
         recycle_connections()
     outcome["finished"] = timezone.now()
-    store = _finish_and_retry if outcome["state"] == States.FAILED and claimed.retries != 0 else _finish
-    _store(store, claimed, worker_id, give_up, outcome)
+    _store(claimed, worker_id, give_up, outcome)
 
 
 def _call(task, claimed):
     """Run the task's function; its outcome: the state, and the result or the error."""
     try:
         value = task.func(*claimed.args, **claimed.kwargs)
+        if inspect.iscoroutine(value):
+            value = run_coroutine(value)
     except BaseException:  # noqa: B036 - SystemExit and KeyboardInterrupt fail the task, not the worker
         return {"state": States.FAILED, "error": traceback.format_exc()}
-    return _stored_result(value)
+    return _succeeded(value, claimed)
 
 
-def _store(store, claimed, worker_id, give_up, outcome):
-    """``store(claimed, worker_id, outcome)``, through database outages.
+def _succeeded(value, claimed):
+    """The outcome of a run that returned ``value``: SUCCEEDED, with the value if it can be stored.
 
-    An outcome the database refuses (PostgreSQL holds no NUL character) is
-    replaced by a failure that says why: storing it again would not help.
+    A value that cannot be stored does not undo the run: its side effects
+    happened, so it is not run again; the row keeps the value's preview and
+    says why the value itself is missing.
     """
-    backoff = Backoff()
-    refused = False
-    while True:
-        try:
-            return store(claimed, worker_id, outcome)
-        except DataError as error:
-            if refused:
-                raise
-            refused = True
-            logger.error("the database refused the outcome of %s #%s (%s)", claimed.task_name, claimed.id, error)
-            outcome = {
-                "state": States.FAILED,
-                "error": f"The outcome of the task could not be stored: {error}",
-                "finished": outcome["finished"],
-            }
-        except (DatabaseError, InterfaceError) as error:
-            if give_up():
-                raise
-            logger.warning("could not store the outcome of %s #%s (%s); retrying", claimed.task_name, claimed.id, error)
-            # A broken connection is only replaced once closed.
-            connections.close_all()
-            time.sleep(backoff.next_delay())
-
-
-def _stored_result(value):
+    outcome = {"state": States.SUCCEEDED, "result": value, "result_preview": _preview(value)}
     try:
-        serialization.encode(value, "the return value")
+        serialization.encode(value, "the return value")  # as the result field will, naming the value
     except serialization.NotSerializable as error:
-        return {"state": States.FAILED, "error": f"The task succeeded but {error}"}
-    return {
-        "state": States.SUCCEEDED,
-        "result": value,
-        "result_preview": _preview(value),
-    }
+        outcome["result"] = None
+        outcome["error"] = f"The task succeeded, but its result was not kept: {error}"
+        logger.warning("%s #%s: %s", claimed.task_name, claimed.id, outcome["error"])
+    return outcome
 
 
 def _preview(value):
@@ -110,6 +88,58 @@ def _preview(value):
     return text if len(text) <= PREVIEW_LENGTH else text[: PREVIEW_LENGTH - 1] + "…"
 
 
+def _store(claimed, worker_id, give_up, outcome):
+    """Store ``outcome``, and queue the next try of a failure that has retries left.
+
+    Anything but an outage that goes wrong (the database refuses a value,
+    the next try's due time overflows) would go wrong again: the row ends
+    with the reason instead, never left PROCESSING for another worker to
+    run again.
+    """
+    store = _finish_and_retry if outcome["state"] == States.FAILED and claimed.retries != 0 else _finish
+    try:
+        return _store_through_outages(store, claimed, worker_id, give_up, outcome)
+    except Exception as error:
+        if _is_outage(error):
+            raise  # given up: the worker stops, and its row is interrupted
+        return _store_through_outages(_finish, claimed, worker_id, give_up, _unstorable(claimed, outcome, error))
+
+
+def _store_through_outages(store, claimed, worker_id, give_up, outcome):
+    """``store(claimed, worker_id, outcome)``, tried again while the database is away, until ``give_up()``."""
+    backoff = Backoff()
+    while True:
+        try:
+            return store(claimed, worker_id, outcome)
+        except (DatabaseError, InterfaceError) as error:
+            if not errors.is_transient(error) or give_up():
+                raise
+            logger.warning("could not store the outcome of %s #%s (%s); retrying", claimed.task_name, claimed.id, error)
+            # A broken connection is only replaced once closed.
+            connections.close_all()
+            time.sleep(backoff.next_delay())
+
+
+def _is_outage(error):
+    return isinstance(error, (DatabaseError, InterfaceError)) and errors.is_transient(error)
+
+
+def _unstorable(claimed, outcome, error):
+    """What is stored instead of an ``outcome`` that could not be: its state, and why the rest is missing.
+
+    A success stays one; anything else ends FAILED, and is not tried again.
+    """
+    reason = f"The outcome of the task could not be stored: {type(error).__name__}: {error}"
+    logger.error("%s #%s: %s", claimed.task_name, claimed.id, reason)
+    # What the task's own error said, less what the database may have refused in it.
+    original = outcome.get("error", "").replace("\x00", "\ufffd")
+    return {
+        "state": States.SUCCEEDED if outcome["state"] == States.SUCCEEDED else States.FAILED,
+        "error": f"{reason}\n\n{original}".strip(),
+        "finished": outcome["finished"],
+    }
+
+
 def _finish(claimed, worker_id, outcome):
     finished = claiming.finish(claimed.id, worker_id, outcome)
     if not finished:
@@ -118,17 +148,21 @@ def _finish(claimed, worker_id, outcome):
 
 
 def _finish_and_retry(claimed, worker_id, outcome):
-    """Store the failure and queue the next try, in one transaction."""
-    delay = claimed.retry_delay
-    now = timezone.now()
+    """Store the failure and queue the next try, in one transaction.
+
+    The delay doubles at each try, up to TOOSIMPLEQ_MAX_RETRY_DELAY.
+    """
+    longest = conf.MAX_RETRY_DELAY
+    delay = min(claimed.retry_delay, longest)
+    due = timezone.now() + datetime.timedelta(seconds=delay)
     with transaction.atomic():
         # None (no retry) when a unique task's same call already waits.
         retry = TaskExec.objects.requeue(
             claimed,
             state=States.SLEEPING if delay else States.QUEUED,
-            due=now + datetime.timedelta(seconds=delay),
+            due=due,
             retries=claimed.retries - 1 if claimed.retries > 0 else -1,
-            retry_delay=delay * 2,
+            retry_delay=min(delay * 2, longest),
         )
         if not _finish(claimed, worker_id, {**outcome, "replaced_by_id": retry.pk if retry else None}):
             transaction.set_rollback(True)

@@ -59,8 +59,8 @@ class Worker:
             raise ValueError("threads must be at least 1")
         if queues and excluded_queues:
             raise ValueError("give the queues to serve or the queues to exclude, not both")
-        if tick <= 0:
-            raise ValueError("tick must be a positive number of seconds")
+        if not (math.isfinite(tick) and tick > 0):
+            raise ValueError(f"tick must be a finite number of seconds > 0, not {tick}")
         if max_tasks is not None and max_tasks < 1:
             raise ValueError("max_tasks must be at least 1")
         self.threads = threads
@@ -80,13 +80,19 @@ class Worker:
         self.max_tasks = 1 if once else max_tasks
         self.scheduler = Scheduler(self.queue_filter) if schedules else None
         self.grace = conf.GRACE if grace is None else grace
-        if self.grace < 0:
-            raise ValueError("grace must be a number of seconds >= 0 (--grace, TOOSIMPLEQ_GRACE)")
+        if not (math.isfinite(self.grace) and self.grace >= 0):
+            raise ValueError(
+                f"grace must be a finite number of seconds >= 0 (--grace, TOOSIMPLEQ_GRACE), not {self.grace}"
+            )
         self.stop_with_main_thread = stop_with_main_thread
         self.status = None
         self.exit_code = None
         self._claimed_count = 0
         self._running = {}  # future -> ClaimedTask
+        # Tasks whose last run was interrupted, claimed, waiting to run alone;
+        # and the future of the one running alone.
+        self._held = []
+        self._alone = None
         self._running_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -146,6 +152,7 @@ class Worker:
         exit_log = ""
         try:
             self._loop(pool)
+            claiming.release([task.id for task in self._held], self.status.pk)
             self.exit_code = self._finish_running()
             if not self.running_count:
                 self._close_pool_connections(pool)
@@ -261,10 +268,15 @@ class Worker:
         if now >= self._next_poll:
             self._poll()
             self._next_poll = now + self.tick
-        free = min(self.threads - self.running_count, self._budget_left())
-        claimed = claiming.claim(self.status.pk, free, self.queue_filter)
-        if not self._submit_all(pool, claimed):
+        free = 0 if self._isolating() else min(self.threads - self.running_count, self._budget_left())
+        claimed = self._hold_suspects(claiming.claim(self.status.pk, free, self.queue_filter))
+        if self._submit_all(pool, claimed) is None:
             return True
+        if self._held and not self.running_count:
+            futures = self._submit_all(pool, [self._held.pop(0)])
+            if futures is None:
+                return True
+            [self._alone] = futures
         if self._done(claimed):
             return True
         if claimed and len(claimed) == free:
@@ -290,8 +302,26 @@ class Worker:
             return self.threads
         return self.max_tasks - self._claimed_count
 
+    def _isolating(self):
+        """Whether a task interrupted before runs, or waits to: then nothing more is claimed.
+
+        A task that killed its worker (os._exit, out of memory) would kill
+        the tasks running beside it again at each of its runs, and have them
+        counted as interrupted as often as itself: it runs alone instead.
+        """
+        return bool(self._held) or (self._alone is not None and not self._alone.done())
+
+    def _hold_suspects(self, claimed):
+        """The claimed tasks to run now; those whose last run was interrupted are held, to run alone."""
+        suspects = claiming.interrupted_before([task.id for task in claimed if task.attempt > 1])
+        if not suspects:
+            return claimed
+        self._held += [task for task in claimed if task.id in suspects]
+        return [task for task in claimed if task.id not in suspects]
+
     def _submit_all(self, pool, claimed):
-        """Hand the claimed tasks to the pool; False if it takes no more work."""
+        """Hand the claimed tasks to the pool; their futures, or None if it takes no more work."""
+        futures = []
         for position, task in enumerate(claimed):
             try:
                 future = pool.submit(self._execute, task)
@@ -300,12 +330,13 @@ class Worker:
                 # work: what was claimed goes back to the queue.
                 claiming.release([task.id for task in claimed[position:]], self.status.pk)
                 self.stop()
-                return False
+                return None
             self._claimed_count += 1
             with self._running_lock:
                 self._running[future] = task
             future.add_done_callback(self._task_done)
-        return True
+            futures.append(future)
+        return futures
 
     def _execute(self, task):
         try:
@@ -323,7 +354,7 @@ class Worker:
         self._wake.set()
 
     def _done(self, claimed):
-        if claimed or self.running_count:
+        if claimed or self.running_count or self._held:
             return False
         if self.max_tasks is not None and self._budget_left() <= 0:
             return True

@@ -31,6 +31,14 @@ def work(key, seconds):
     return key
 
 
+# retries=-1: only the limit on interruptions stops it.
+@register_task("chaos.poison", queue="chaos", retries=-1)
+def poison(key):
+    """Kills its worker, as an out-of-memory kill or a crash in C code would."""
+    record_run(key)
+    os._exit(1)
+
+
 @register_task("chaos.hold", queue="chaos")
 def hold(key, gate):
     """Waits until the file ``gate`` exists; then records a run of ``key``.

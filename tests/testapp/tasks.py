@@ -4,6 +4,7 @@ Explicit names keep the rows readable and the tests independent of this
 module's path. No schedules here: one would fire in every worker of every test.
 """
 
+import asyncio
 import logging
 import sys
 import threading
@@ -13,6 +14,7 @@ import uuid
 from django.db import IntegrityError, transaction
 
 from django_toosimple_q.decorators import register_task
+from django_toosimple_q.models import TaskExec
 
 from .models import Execution
 
@@ -59,6 +61,11 @@ def record(key):
 @register_task("tests.echo")
 def echo(value):
     return value
+
+
+@register_task("tests.echo_kwargs")
+def echo_kwargs(**kwargs):
+    return kwargs
 
 
 @register_task("tests.add")
@@ -130,6 +137,36 @@ def unstorable(kind):
     return "nul output"
 
 
+@register_task("tests.unstorable_retried", retries=2)
+def unstorable_retried(kind):
+    """Returns what cannot be stored, after a side effect that must happen once."""
+    Execution.objects.create(key=f"unstorable {kind}")
+    return unstorable(kind)
+
+
+@register_task("tests.nested")
+def nested(depth):
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@register_task("tests.async_echo")
+async def async_echo(value):
+    """Awaits, prints, and uses the ORM, as an async view would."""
+    await asyncio.sleep(0)
+    print(f"async {value} on {threading.current_thread().name}")
+    await Execution.objects.acreate(key=f"async {value}")
+    return value
+
+
+@register_task("tests.async_fail")
+async def async_fail():
+    await asyncio.sleep(0)
+    raise ValueError("async boom")
+
+
 @register_task("tests.exit")
 def exit_task(code=3):
     sys.exit(code)
@@ -165,6 +202,19 @@ def chatter(marker, lines, barrier_name, parties):
         chatter_logger.info("%s log %s", marker, i)
         time.sleep(0)  # let the other threads write in between
     return marker
+
+
+@register_task("tests.count_running")
+def count_running():
+    """How many executions are PROCESSING as it runs, itself included."""
+    return TaskExec.objects.filter(state=TaskExec.States.PROCESSING).count()
+
+
+@register_task("tests.print_lots")
+def print_lots(characters):
+    chunk = "x" * 1024
+    for _ in range(characters // len(chunk)):
+        sys.stdout.write(chunk)
 
 
 @register_task("tests.leave_transaction_open")
