@@ -7,6 +7,7 @@ from .checks import (
     check_embedded_debug,
     check_embedded_queues,
     check_embedded_sqlite,
+    check_mail_app,
     check_prepared_statements,
     check_upstream_history,
 )
@@ -31,6 +32,7 @@ class ToosimpleqConfig(AppConfig):
         checks.register(check_embedded_queues, "toosimpleq")
         checks.register(check_embedded_sqlite, "toosimpleq")
         checks.register(check_embedded_debug, "toosimpleq")
+        checks.register(check_mail_app, "toosimpleq")
         checks.register(check_upstream_history, checks.Tags.database)
 
 

@@ -9,11 +9,11 @@ from unittest import mock, skipIf
 
 import django
 
-from django.core import mail
+from django.core import checks, mail
 from django.core.mail import EmailMessage, EmailMultiAlternatives, send_mail, send_mass_mail
 from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
 from django.db import DatabaseError
-from django.test import SimpleTestCase, TransactionTestCase, override_settings
+from django.test import SimpleTestCase, TransactionTestCase, modify_settings, override_settings
 from django.utils import timezone
 
 from django_toosimple_q.contrib.mail import message_from_data, message_to_data
@@ -226,3 +226,18 @@ class MessageDataTests(SimpleTestCase):
         message.mixed_subtype = "related"
         message.attach("notes.txt", "some text", "text/plain")
         self.assertEqual(self.round_trip(message).message().get_content_type(), "multipart/related")
+
+
+class MailAppCheckTests(SimpleTestCase):
+    def warnings(self):
+        return [message.id for message in checks.run_checks(tags=["toosimpleq"]) if message.id == "toosimpleq.W003"]
+
+    @override_settings(EMAIL_BACKEND="django_toosimple_q.contrib.mail.backend.QueueBackend")
+    def test_the_queue_backend_without_its_app_is_warned_of(self):
+        self.assertEqual(self.warnings(), [])
+        with modify_settings(INSTALLED_APPS={"remove": ["django_toosimple_q.contrib.mail"]}):
+            self.assertEqual(self.warnings(), ["toosimpleq.W003"])
+
+    @modify_settings(INSTALLED_APPS={"remove": ["django_toosimple_q.contrib.mail"]})
+    def test_another_backend_needs_no_app(self):
+        self.assertEqual(self.warnings(), [])
