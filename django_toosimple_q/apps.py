@@ -8,6 +8,7 @@ from .checks import (
     check_embedded_queues,
     check_embedded_sqlite,
     check_heartbeat_and_timeout,
+    check_mail_app,
     check_poison_limits,
     check_prepared_statements,
     check_upstream_history,
@@ -35,6 +36,7 @@ class ToosimpleqConfig(AppConfig):
         checks.register(check_embedded_queues, "toosimpleq")
         checks.register(check_embedded_sqlite, "toosimpleq")
         checks.register(check_embedded_debug, "toosimpleq")
+        checks.register(check_mail_app, "toosimpleq")
         checks.register(check_upstream_history, checks.Tags.database)
 
 

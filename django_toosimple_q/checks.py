@@ -7,6 +7,7 @@ is imported, so no schedule in the registry can hold one.
 import math
 import re
 
+from django.apps import apps
 from django.conf import settings
 from django.core import checks
 from django.db import connection, connections
@@ -155,6 +156,23 @@ def check_embedded_debug(app_configs, **kwargs):
             hint="Size the database's connections for them, or run manage.py worker instead; "
             'SILENCED_SYSTEM_CHECKS = ["toosimpleq.W002"] hides this warning.',
             id="toosimpleq.W002",
+        )
+    ]
+
+
+MAIL_APP = "django_toosimple_q.contrib.mail"
+
+
+def check_mail_app(app_configs, **kwargs):
+    """Queued email needs its app installed: the workers find its task through it."""
+    if settings.EMAIL_BACKEND != f"{MAIL_APP}.backend.QueueBackend" or apps.is_installed(MAIL_APP):
+        return []
+    return [
+        checks.Warning(
+            f"EMAIL_BACKEND queues email, but {MAIL_APP} is not in INSTALLED_APPS: "
+            "workers will not know its task, and queued email will end INVALID, unsent",
+            hint=f'Add "{MAIL_APP}" to INSTALLED_APPS.',
+            id="toosimpleq.W003",
         )
     ]
 

@@ -30,6 +30,8 @@ DEFAULTS = {
     # PostgreSQL: whether workers prepare their claim and finish statements.
     # None: yes, unless the database has DISABLE_SERVER_SIDE_CURSORS.
     "TOOSIMPLEQ_PREPARED_STATEMENTS": None,
+    # contrib.mail: the backend that a worker sends queued email through.
+    "TOOSIMPLEQ_EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
 }
 
 

@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     # The browser tests' live server serves the admin's CSS and scripts.
     "django.contrib.staticfiles",
     "django_toosimple_q",
+    "django_toosimple_q.contrib.mail",
     "tests.testapp",
 ]
 if os.environ.get("TOOSIMPLEQ_TEST_SCHEDULE_APP") == "1":

@@ -11,6 +11,7 @@ keeps its preview and gets the reason appended to ``error``.
 import base64
 import pickle
 
+from ..contrib.mail.messages import message_to_data
 from ..models import dedup_key
 from ..registry import tasks_registry
 from ..serialization import encode, encode_call
@@ -40,13 +41,11 @@ def convert_call(task_name, args_text, kwargs_text):
     """The (args, kwargs) of an upstream call as storable values; raises NotConvertible."""
     args = list(unpickle(args_text) or ())
     kwargs = dict(unpickle(kwargs_text) or {})
-    if task_name == MAIL_TASK and args:
-        from ..contrib.mail.messages import message_to_data
-
-        args = [[message_to_data(message) for message in args[0]], *args[1:]]
     try:
+        if task_name == MAIL_TASK and args:
+            args = [[message_to_data(message) for message in args[0]], *args[1:]]
         encode_call(args, kwargs)
-    except TypeError as error:  # NotSerializable, or what a broken value raised
+    except (TypeError, AttributeError, ValueError) as error:  # not storable, or a broken value
         raise NotConvertible(str(error)) from error
     return args, kwargs
 

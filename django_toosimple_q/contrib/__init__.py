@@ -1,0 +1,1 @@
+"""Optional integrations, each an app of its own to add to INSTALLED_APPS."""
