@@ -17,12 +17,13 @@ from .fields import TaggedJSONField
 
 
 class TaskExecQuerySet(models.QuerySet):
-    def enqueue_many(self, task, calls, *, priority, queue):
+    def enqueue_many(self, task, calls, *, priority, queue, **columns):
         """Store ``calls`` (``registry.Call``s) of ``task``, all or none.
 
         Returns a list: for each call its TaskExec, or False when the task is
         unique and the same call is already waiting (or comes earlier in
         ``calls``). Nothing is stored when a call's arguments cannot be.
+        ``columns`` are other fields that every row takes.
         """
         now = timezone.now()
         executions = []
@@ -40,6 +41,7 @@ class TaskExecQuerySet(models.QuerySet):
                 due=now if due is None else due,
                 retries=task.retries,
                 retry_delay=task.retry_delay,
+                **columns,
             )
             if task.unique:
                 execution.dedup_key = dedup_key(task.name, encoded_args, encoded_kwargs)
@@ -73,7 +75,7 @@ class TaskExecQuerySet(models.QuerySet):
 
 
 # What another run of a call copies from the execution it follows.
-CALL_FIELDS = ("task_name", "args", "kwargs", "queue", "priority", "retries", "retry_delay")
+CALL_FIELDS = ("task_name", "args", "kwargs", "queue", "priority", "retries", "retry_delay", "backend")
 
 
 # Enough rows in one INSERT to spread the cost of a round trip; few enough
@@ -332,6 +334,14 @@ class TaskExec(models.Model):
     # Set only while a unique task waits: the unique index is what refuses a
     # second identical call, even from concurrent processes.
     dedup_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    # Rows queued through Django's task framework (django.tasks): the TASKS
+    # alias of the backend that queued them; empty for the native API.
+    backend = models.CharField(max_length=255, blank=True, default="", editable=False)
+    # The run_after the call was queued with: ``due`` alone cannot tell
+    # "no run_after" from a run_after that was already past.
+    run_after = models.DateTimeField(null=True, blank=True, editable=False)
+    # django.tasks reports each failure by the class of its exception.
+    error_class = models.CharField(max_length=1024, blank=True, default="", help_text="path of the exception's class")
 
     objects = TaskExecQuerySet.as_manager()
 

@@ -137,6 +137,20 @@ TEST_RUNNER = "tests.runner.CountingRunner"
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 TOOSIMPLEQ_EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 
+# Django's task framework (django.tasks, or the django-tasks backport on
+# Django 5.2): ours, and Django's immediate backend that test_backend
+# compares it with.
+try:
+    import django.tasks  # noqa: F401
+
+    IMMEDIATE_BACKEND = "django.tasks.backends.immediate.ImmediateBackend"
+except ImportError:
+    IMMEDIATE_BACKEND = "django_tasks.backends.immediate.ImmediateBackend"
+TASKS = {
+    "default": {"BACKEND": "django_toosimple_q.backend.TaskBackend", "QUEUES": []},
+    "immediate": {"BACKEND": IMMEDIATE_BACKEND, "QUEUES": []},
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

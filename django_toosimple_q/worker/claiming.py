@@ -31,7 +31,7 @@ logger = logging.getLogger("django_toosimple_q")
 States = TaskExec.States
 
 # Claimed rows carry what running them needs, and nothing more.
-CLAIMED_COLUMNS = ("id", "task_name", "args", "kwargs", "queue", "priority", "retries", "retry_delay", "attempt")
+CLAIMED_COLUMNS = ("id", "task_name", "args", "kwargs", "queue", "priority", "retries", "retry_delay", "attempt", "backend")
 
 
 class ClaimedTask(NamedTuple):
@@ -46,6 +46,7 @@ class ClaimedTask(NamedTuple):
     retries: int
     retry_delay: float
     attempt: int
+    backend: str  # the django.tasks backend that queued it, or ""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ overwrite their outcome.
 """
 
 import datetime
+import functools
 import inspect
 import logging
 import time
@@ -34,21 +35,37 @@ def execute(claimed, worker_id, give_up=lambda: True):
     When the database is away, storing the outcome is tried again until it
     is back or ``give_up()`` is true.
     """
-    task = tasks_registry.get(claimed.task_name)
-    if task is None:
-        message = f"Task {claimed.task_name!r} is not registered: it was renamed or removed from the code"
-        logger.error("%s (execution #%s)", message, claimed.id)
-        outcome = {"state": States.INVALID, "error": message}
+    try:
+        run = _runner(claimed, worker_id)
+    except LookupError as error:
+        logger.error("%s (execution #%s)", error, claimed.id)
+        outcome = {"state": States.INVALID, "error": str(error)}
     else:
         logger.debug("running %s #%s (attempt %s)", claimed.task_name, claimed.id, claimed.attempt)
         with captured_output() as output:
-            outcome = _call(task, claimed)
+            outcome = run()
         outcome["stdout"], outcome["stderr"] = output.stdout, output.stderr
         # Before the outcome is written: a connection the task left in a
         # transaction would take the outcome into it, and roll it back.
         recycle_connections()
     outcome["finished"] = timezone.now()
     _store(claimed, worker_id, give_up, outcome)
+
+
+def _runner(claimed, worker_id):
+    """A function that runs ``claimed`` and returns its outcome; LookupError when its task is not in the code."""
+    if claimed.backend:
+        # Queued through Django's task framework, which is imported only
+        # where it is installed: run as Django runs its tasks.
+        try:
+            from . import framework
+        except ImportError as error:
+            raise LookupError(f"Task {claimed.task_name!r} was queued through django.tasks: {error}") from error
+        return framework.runner(claimed, worker_id)
+    task = tasks_registry.get(claimed.task_name)
+    if task is None:
+        raise LookupError(f"Task {claimed.task_name!r} is not registered: it was renamed or removed from the code")
+    return functools.partial(_call, task, claimed)
 
 
 def _call(task, claimed):
@@ -69,7 +86,7 @@ def _succeeded(value, claimed):
     happened, so it is not run again; the row keeps the value's preview and
     says why the value itself is missing.
     """
-    outcome = {"state": States.SUCCEEDED, "result": value, "result_preview": _preview(value)}
+    outcome = {"state": States.SUCCEEDED, "result": value, "result_preview": preview(value)}
     try:
         serialization.encode(value, "the return value")  # as the result field will, naming the value
     except serialization.NotSerializable as error:
@@ -79,7 +96,7 @@ def _succeeded(value, claimed):
     return outcome
 
 
-def _preview(value):
+def preview(value):
     """``str(value)``, cut to fit: what upstream showed, and what reads best in the admin."""
     try:
         text = str(value)
@@ -96,7 +113,8 @@ def _store(claimed, worker_id, give_up, outcome):
     with the reason instead, never left PROCESSING for another worker to
     run again.
     """
-    store = _finish_and_retry if outcome["state"] == States.FAILED and claimed.retries != 0 else _finish
+    retries = outcome.get("retries", claimed.retries)  # an outcome may rule out any retry
+    store = _finish_and_retry if outcome["state"] == States.FAILED and retries != 0 else _finish
     try:
         return _store_through_outages(store, claimed, worker_id, give_up, outcome)
     except Exception as error:

@@ -1,0 +1,267 @@
+"""A backend for Django's own task framework: code written with ``django.tasks`` runs on our workers.
+
+    TASKS = {"default": {"BACKEND": "django_toosimple_q.backend.TaskBackend", "QUEUES": []}}
+
+A call is one TaskExec row, as ``queue()`` stores it. Its result id is the id
+of the call's first execution: a retry, or a run after an interruption, adds
+an attempt to the same result (``get_result`` follows ``replaced_by``).
+
+Django 6.0 and later bring ``django.tasks``; Django 5.2 takes the
+``django-tasks`` backport (``pip install django-toosimple-q[tasks]``).
+
+Backends are built and tasks validated as task modules are imported: the
+models are imported only when a task is queued or a result read.
+"""
+
+import dataclasses
+import json
+import re
+from typing import NamedTuple
+
+from django.apps import apps
+from django.core import checks
+from django.utils.module_loading import import_string
+
+try:
+    from django.tasks import TaskContext, TaskResult, TaskResultStatus, task_backends
+    from django.tasks.backends.base import BaseTaskBackend
+    from django.tasks.base import Task as FrameworkTask
+    from django.tasks.base import TaskError
+    from django.tasks.exceptions import TaskResultDoesNotExist
+    from django.tasks.signals import task_enqueued, task_finished, task_started
+    from django.utils.json import normalize_json
+except ImportError:  # Django 5.2: the backport
+    from django_tasks import TaskContext, TaskResult, TaskResultStatus, task_backends
+    from django_tasks.backends.base import BaseTaskBackend
+    from django_tasks.base import Task as FrameworkTask
+    from django_tasks.base import TaskError
+    from django_tasks.exceptions import TaskResultDoesNotExist
+    from django_tasks.signals import task_enqueued, task_finished, task_started
+    from django_tasks.utils import normalize_json
+
+try:
+    from django.tasks.exceptions import InvalidTask
+except ImportError:
+    from django_tasks.exceptions import InvalidTaskError as InvalidTask
+
+__all__ = [
+    "Task",
+    "TaskBackend",
+    "TaskContext",
+    "TaskError",
+    "TaskResultStatus",
+    "normalize_json",
+    "stored_json",
+    "task_backends",
+    "task_finished",
+    "task_started",
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Task(FrameworkTask):
+    """Django's Task, with what our worker adds: ``@task(retries=3, retry_delay=10, unique=True)``.
+
+    Django 6.1 and the backport pass these to the backend's task class;
+    Django 6.0 does not, and its tasks keep the defaults.
+    """
+
+    retries: int = 0  # failed runs queued again (-1: forever)
+    retry_delay: float = 0  # seconds before the first retry, doubling each time
+    unique: bool = False  # a call already waiting is not queued twice
+
+
+class Definition(NamedTuple):
+    """What the queue reads of a task: as a registered task has it."""
+
+    name: str
+    unique: bool
+    retries: int
+    retry_delay: float
+
+
+# A result id is the primary key of the call's first execution.
+RESULT_ID = re.compile(r"[0-9]{1,18}")
+
+
+class TaskBackend(BaseTaskBackend):
+    task_class = Task
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def validate_task(self, task):
+        super().validate_task(task)
+        options = _options(task)
+        retries, retry_delay = options.retries, options.retry_delay
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < -1:
+            raise InvalidTask(f"retries must be an integer >= -1, not {retries!r}")
+        if not isinstance(retry_delay, (int, float)) or isinstance(retry_delay, bool) or retry_delay < 0:
+            raise InvalidTask(f"retry_delay must be a number >= 0, not {retry_delay!r}")
+
+    def enqueue(self, task, args, kwargs):
+        from .models import TaskExec, dedup_key
+        from .serialization import encode_call
+
+        self.validate_task(task)
+        # Django's own errors for what its results cannot hold.
+        args, kwargs = normalize_json(args), normalize_json(kwargs)
+        call = (stored_json(args), stored_json(kwargs))
+        options = _options(task)
+        definition = Definition(task.module_path, options.unique, options.retries, options.retry_delay)
+        while True:
+            [execution] = TaskExec.objects.enqueue_many(
+                definition,
+                [call],
+                due=task.run_after,
+                priority=task.priority,
+                queue=task.queue_name,
+                backend=self.alias,
+                run_after=task.run_after,
+            )
+            if execution is not False:
+                break
+            # A unique task's same call waits: its result stands for this one,
+            # unless a worker took it meanwhile (then this call is queued).
+            waiting = TaskExec.objects.filter(dedup_key=dedup_key(definition.name, *encode_call(*call))).first()
+            if waiting is not None:
+                return result_of(chain_through(waiting))
+        result = TaskResult(
+            task=task,
+            id=str(execution.pk),
+            status=TaskResultStatus.READY,
+            enqueued_at=execution.created,
+            started_at=None,
+            finished_at=None,
+            last_attempted_at=None,
+            args=args,
+            kwargs=kwargs,
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+        )
+        task_enqueued.send(type(self), task_result=result)
+        return result
+
+    def get_result(self, result_id):
+        from .models import TaskExec
+
+        first = None
+        if isinstance(result_id, str) and RESULT_ID.fullmatch(result_id):
+            first = TaskExec.objects.filter(pk=int(result_id), backend=self.alias, attempt=1).first()
+        if first is None:
+            raise TaskResultDoesNotExist(result_id)
+        return result_of(chain_from(first))
+
+    def check(self, **kwargs):
+        if apps.is_installed("django_toosimple_q"):
+            return []
+        return [
+            checks.Error(
+                f"The task backend {self.alias!r} ({type(self).__module__}.{type(self).__qualname__}) "
+                "needs django_toosimple_q in INSTALLED_APPS",
+                hint="Add 'django_toosimple_q' to INSTALLED_APPS and run migrate.",
+                id="toosimpleq.E004",
+            )
+        ]
+
+
+class Defaults(NamedTuple):
+    retries: int = 0
+    retry_delay: float = 0
+    unique: bool = False
+
+
+def _options(task):
+    """Our options of ``task``: a Task of Django's own class has none, and takes the defaults."""
+    return task if isinstance(task, Task) else Defaults()
+
+
+def stored_json(value):
+    """What the database gives back of normalized JSON ``value``: keys become strings, as in any JSON column."""
+    return json.loads(json.dumps(value))
+
+
+# How each state of an execution reads as the status of its result.
+STATUSES = {
+    "SLEEPING": TaskResultStatus.READY,
+    "QUEUED": TaskResultStatus.READY,
+    "PROCESSING": TaskResultStatus.RUNNING,
+    "SUCCEEDED": TaskResultStatus.SUCCESSFUL,
+}
+
+
+def chain_from(first):
+    """The executions of a call, from its ``first`` one along ``replaced_by``."""
+    from .models import TaskExec
+
+    chain = [first]
+    while chain[-1].replaced_by_id is not None:
+        following = TaskExec.objects.filter(pk=chain[-1].replaced_by_id).first()
+        if following is None:
+            break
+        chain.append(following)
+    return chain
+
+
+def chain_until(execution):
+    """The executions of a call up to ``execution``, the first one first."""
+    from .models import TaskExec
+
+    chain = [execution]
+    while chain[0].attempt > 1:
+        previous = TaskExec.objects.filter(replaced_by=chain[0].pk).first()
+        if previous is None:
+            break
+        chain.insert(0, previous)
+    return chain
+
+
+def chain_through(execution):
+    """Every execution of ``execution``'s call."""
+    return chain_from(chain_until(execution)[0])
+
+
+def result_of(chain):
+    """The TaskResult of a call whose executions are ``chain``, as they stand."""
+    first, last = chain[0], chain[-1]
+    attempts = [execution for execution in chain if execution.started is not None]
+    result = TaskResult(
+        task=task_of(first),
+        id=str(first.pk),
+        status=STATUSES.get(last.state, TaskResultStatus.FAILED),
+        enqueued_at=first.created,
+        started_at=attempts[0].started if attempts else None,
+        last_attempted_at=attempts[-1].started if attempts else None,
+        finished_at=last.finished if last.state in last.FINISHED_STATES else None,
+        args=first.call_args,
+        kwargs=first.call_kwargs,
+        backend=first.backend,
+        errors=[
+            TaskError(exception_class_path=execution.error_class, traceback=execution.error)
+            for execution in chain
+            if execution.error_class
+        ],
+        worker_ids=[str(execution.worker_id) for execution in attempts],
+    )
+    if result.status == TaskResultStatus.SUCCESSFUL:
+        object.__setattr__(result, "_return_value", last.return_value)
+    return result
+
+
+def task_of(execution):
+    """The Task that queued ``execution``, with the options it was queued with.
+
+    ImportError when the code no longer has it.
+    """
+    task = import_string(execution.task_name)
+    if not isinstance(task, FrameworkTask):
+        raise ImportError(f"{execution.task_name} is not a django.tasks Task")
+    return dataclasses.replace(
+        task,
+        priority=execution.priority,
+        queue_name=execution.queue,
+        run_after=execution.run_after,
+        backend=execution.backend,
+    )

@@ -1,0 +1,94 @@
+"""Running a row that Django's task framework queued, as Django runs a task.
+
+The worker's executor hands such a row here: its Task is imported from the
+row's ``task_name`` (its module path), called through ``Task.call`` with a
+TaskContext when it takes one, and Django's task_started and task_finished
+signals are sent with the backend's class as sender. The outcome is stored
+by the executor, as any other.
+"""
+
+import asyncio
+import traceback
+from inspect import iscoroutinefunction
+
+from django.utils import timezone
+
+from .. import serialization
+from ..backend import (
+    TaskContext,
+    TaskError,
+    TaskResultStatus,
+    chain_until,
+    normalize_json,
+    result_of,
+    stored_json,
+    task_backends,
+    task_finished,
+    task_started,
+)
+from ..models import TaskExec
+from .executor import preview
+
+States = TaskExec.States
+
+
+def runner(claimed):
+    """A function that runs ``claimed`` and returns its outcome; LookupError when its task is gone."""
+    execution = TaskExec.objects.get(pk=claimed.id)
+    try:
+        result = result_of(chain_until(execution))
+        sender = type(task_backends[claimed.backend])
+    except Exception as error:  # an import error of the task's module, a backend no longer configured
+        raise LookupError(f"Task {claimed.task_name!r} cannot be run here: {error}") from error
+    return lambda: _run(result, sender)
+
+
+def _run(result, sender):
+    task = result.task
+    task_started.send(sender=sender, task_result=result)
+    args = [TaskContext(task_result=result), *result.args] if task.takes_context else result.args
+    try:
+        value = _call(task, args, result.kwargs)
+    except BaseException as error:  # noqa: B036 - SystemExit and KeyboardInterrupt fail the task, not the worker
+        return _failed(result, sender, error)
+    try:
+        value = stored_json(normalize_json(value))
+    except (TypeError, ValueError) as error:
+        # Its side effects happened: running it again would repeat them.
+        return {**_failed(result, sender, error), "retries": 0}
+    _finished(result, TaskResultStatus.SUCCESSFUL)
+    object.__setattr__(result, "_return_value", value)
+    task_finished.send(sender, task_result=result)
+    return {
+        "state": States.SUCCEEDED,
+        "result": serialization.encode(value, "the return value"),
+        "result_preview": preview(value),
+    }
+
+
+def _call(task, args, kwargs):
+    if iscoroutinefunction(task.func):
+        return run_coroutine(task.func, args, kwargs)
+    return task.call(*args, **kwargs)
+
+
+def run_coroutine(func, args, kwargs):
+    """Run the coroutine function ``func`` on an event loop of this thread."""
+    return asyncio.run(func(*args, **kwargs))
+
+
+def _failed(result, sender, error):
+    """The outcome of a run that raised ``error``; called in its ``except`` block, where
+    Django's logging of task_finished reads the exception."""
+    kind = type(error)
+    text = "".join(traceback.format_exception(error))
+    error_class = f"{kind.__module__}.{kind.__qualname__}"
+    result.errors.append(TaskError(exception_class_path=error_class, traceback=text))
+    _finished(result, TaskResultStatus.FAILED)
+    task_finished.send(sender, task_result=result)
+    return {"state": States.FAILED, "error": text, "error_class": error_class}
+
+
+def _finished(result, status):
+    object.__setattr__(result, "status", status)
+    object.__setattr__(result, "finished_at", timezone.now())

@@ -1,0 +1,99 @@
+"""Tasks written with Django's task framework, for test_backend.
+
+Not a tasks.py: workers import these by their module path, as they would a
+project's. Each test runs them on Django's ImmediateBackend and on ours
+(``task.using(backend=...)``).
+"""
+
+import asyncio
+import os
+import signal
+import time
+
+try:
+    from django.tasks import task
+except ImportError:  # Django 5.2: the backport
+    from django_tasks import task
+
+from .models import Execution
+
+
+class TaskFailure(Exception):
+    """An error of this module, for its class path."""
+
+
+@task
+def add(a, b=0):
+    return a + b
+
+
+@task
+async def async_add(a, b=0):
+    await asyncio.sleep(0)
+    return a + b
+
+
+@task
+def echo(*args, **kwargs):
+    return [args, kwargs]
+
+
+@task(takes_context=True)
+def describe(context, value):
+    """What the context tells of this run."""
+    return {"id": context.task_result.id, "attempt": context.attempt, "value": value}
+
+
+@task
+def fail(message="boom"):
+    raise TaskFailure(message)
+
+
+@task
+def exit_task(code=3):
+    raise SystemExit(code)
+
+
+@task
+def unstorable():
+    return {1, 2}
+
+
+@task
+def record(key):
+    Execution.objects.create(key=key)
+    return key
+
+
+@task(retries=2)
+def flaky(key):
+    """Fails on its first run for ``key``, then succeeds."""
+    _, created = Execution.objects.get_or_create(key=key)
+    if created:
+        raise TaskFailure("first run fails")
+    return "second run"
+
+
+@task(retries=2)
+def unstorable_retried(key):
+    """Runs once per key: a result that cannot be stored is not retried."""
+    Execution.objects.create(key=key)
+    return object()
+
+
+@task(retries=1)
+def always_fails():
+    raise TaskFailure("again")
+
+
+@task(takes_context=True)
+def killed_on_first_attempt(context, pid_file):
+    """Its first run writes the worker's pid to ``pid_file`` and waits to be killed; the next one returns."""
+    if context.attempt == 1:
+        with open(pid_file + ".tmp", "w") as file:
+            file.write(str(os.getpid()))
+        os.rename(pid_file + ".tmp", pid_file)
+        for _ in range(600):
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGKILL)  # the test did not: do it for it
+    return context.attempt
