@@ -4,7 +4,8 @@
 # Interpreters, overridable: make test PYTHON=python3.13
 # The main environment takes the newest Python (>= 3.12 gets Django 6; on an
 # older one pip falls back to Django 5.2 by itself); the Django 5.2 one takes
-# the system's python3 (3.10 or 3.11 on current Debian and Ubuntu).
+# the system's python3 (3.10 or 3.11 on current Debian and Ubuntu), and the
+# django-tasks backport of Django's task framework.
 PYTHON ?= $$(tools/find-python --any)
 PYTHON_DJANGO52 ?= python3
 
@@ -39,7 +40,7 @@ demo: .venv/.installed
 
 .venv-django52/.installed: $(PACKAGING)
 	test -x .venv-django52/bin/python || $(PYTHON_DJANGO52) -m venv .venv-django52
-	.venv-django52/bin/python -m pip install --quiet -e '.[test]' 'Django>=5.2,<6'
+	.venv-django52/bin/python -m pip install --quiet -e '.[test,tasks]' 'Django>=5.2,<6'
 	touch $@
 
 clean:

@@ -97,3 +97,8 @@ def killed_on_first_attempt(context, pid_file):
             time.sleep(0.1)
         os.kill(os.getpid(), signal.SIGKILL)  # the test did not: do it for it
     return context.attempt
+
+
+@task(unique=True)
+def unique_echo(value):
+    return value

@@ -1,0 +1,359 @@
+"""Django's task framework on our worker: the tasks of one module run on
+Django's ImmediateBackend and on ours, and their TaskResults compared.
+
+Django 6.x has ``django.tasks``; Django 5.2 runs these tests with the
+``django-tasks`` backport, and skips them without it.
+"""
+
+import datetime
+import os
+import signal
+import sys
+import tempfile
+import threading
+import unittest
+
+from asgiref.sync import async_to_sync
+from django.db import connection, transaction
+from django.test import TransactionTestCase, override_settings
+from django.utils import timezone
+
+try:
+    from django_toosimple_q import backend
+except ImportError:
+    raise unittest.SkipTest("neither django.tasks nor the django-tasks backport is installed") from None
+
+import time_machine
+
+from django_toosimple_q.models import TaskExec
+from django_toosimple_q.worker import Worker
+
+from .helpers import start_worker, wait_for
+from .testapp import framework_tasks as tasks
+from .testapp import tasks as native_tasks
+from .testapp.models import Execution
+
+try:
+    from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+    from django.tasks.signals import task_enqueued
+except ImportError:  # Django 5.2: the backport
+    from django_tasks.exceptions import InvalidTaskError as InvalidTask
+    from django_tasks.exceptions import TaskResultDoesNotExist
+    from django_tasks.signals import task_enqueued
+
+Status = backend.TaskResultStatus
+States = TaskExec.States
+
+
+def drain(threads=1):
+    """Run every waiting task in a worker of this process."""
+    Worker(threads=threads, until_done=True, schedules=False).run()
+
+
+def immediately(task):
+    return task.using(backend="immediate")
+
+
+def in_another_thread(function):
+    """``function()`` run on a thread of its own, so on a connection of its own; its value or its exception."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = function()
+        except Exception as error:  # handed to the test's thread
+            outcome["error"] = error
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+class ComparedTestCase(TransactionTestCase):
+    def run_on_both(self, task, *args, **kwargs):
+        """``task(*args, **kwargs)`` on Django's ImmediateBackend, and on ours through a worker."""
+        expected = immediately(task).enqueue(*args, **kwargs)
+        ours = task.enqueue(*args, **kwargs)
+        self.assertEqual(ours.status, Status.READY)
+        drain()
+        return expected, task.get_result(ours.id)
+
+    def assert_same_result(self, expected, ours):
+        """What a caller reads of a result is the same, but for the ids, the backend and the times."""
+        self.assertEqual(ours.status, expected.status)
+        self.assertEqual((ours.args, ours.kwargs), (expected.args, expected.kwargs))
+        self.assertEqual(ours.is_finished, expected.is_finished)
+        self.assertEqual(ours.attempts, expected.attempts)
+        self.assertEqual(
+            [error.exception_class_path for error in ours.errors],
+            [error.exception_class_path for error in expected.errors],
+        )
+        self.assertEqual(ours.task, expected.task.using(backend="default"))
+        self.assertEqual(ours.backend, "default")
+        if expected.status == Status.SUCCESSFUL:
+            self.assertEqual(ours.return_value, expected.return_value)
+        else:
+            with self.assertRaisesMessage(ValueError, "Task failed"):
+                ours.return_value
+        self.assertLessEqual(ours.enqueued_at, ours.started_at)
+        self.assertLessEqual(ours.started_at, ours.last_attempted_at)
+        self.assertLessEqual(ours.last_attempted_at, ours.finished_at)
+
+
+class BackendTests(TransactionTestCase):
+    def test_what_it_supports(self):
+        ours = backend.TaskBackend("default", {})
+        flags = (ours.supports_defer, ours.supports_priority, ours.supports_get_result, ours.supports_async_task)
+        self.assertEqual(flags, (True, True, True, True))
+
+    def test_backends_are_built_and_tasks_validated_without_the_database(self):
+        with self.assertNumQueries(0):
+            ours = backend.TaskBackend("default", {"QUEUES": []})
+            ours.validate_task(tasks.add.using(priority=100, queue_name="any", run_after=timezone.now()))
+            ours.validate_task(tasks.describe)
+
+    def test_queues_are_validated(self):
+        ours = backend.TaskBackend("default", {"QUEUES": ["reports"]})
+        ours.validate_task(tasks.add.using(queue_name="reports"))
+        with self.assertRaisesMessage(InvalidTask, "Queue 'default' is not valid for backend."):
+            ours.validate_task(tasks.add)
+
+    def test_our_options_are_validated(self):
+        with self.assertRaisesMessage(InvalidTask, "retries must be an integer >= -1, not -2"):
+            backend.Task(func=tasks.add.func, retries=-2)
+        with self.assertRaisesMessage(InvalidTask, "retry_delay must be a number >= 0, not -1"):
+            backend.Task(func=tasks.add.func, retry_delay=-1)
+
+    def test_check_asks_for_the_app(self):
+        ours = backend.TaskBackend("default", {})
+        self.assertEqual(ours.check(), [])
+        with override_settings(INSTALLED_APPS=["django.contrib.contenttypes"]):
+            (error,) = ours.check()
+        self.assertEqual(error.id, "toosimpleq.E004")
+        self.assertIn("needs django_toosimple_q in INSTALLED_APPS", error.msg)
+
+
+class EnqueueTests(ComparedTestCase):
+    def test_a_call_is_one_row_of_the_queue(self):
+        result = tasks.add.using(priority=7, queue_name="reports").enqueue(1, b=2)
+        execution = TaskExec.objects.get()
+        self.assertEqual(result.id, str(execution.pk))
+        self.assertEqual(
+            (execution.task_name, execution.call_args, execution.call_kwargs, execution.queue, execution.priority),
+            ("tests.testapp.framework_tasks.add", [1], {"b": 2}, "reports", 7),
+        )
+        self.assertEqual((execution.state, execution.backend, execution.run_after), (States.QUEUED, "default", None))
+        self.assertEqual(result.enqueued_at, execution.created)
+
+    def test_sync_task(self):
+        self.assert_same_result(*self.run_on_both(tasks.add, 1, b=2))
+
+    def test_async_task(self):
+        self.assert_same_result(*self.run_on_both(tasks.async_add, 1, b=2))
+
+    def test_using_priority_and_queue(self):
+        expected, ours = self.run_on_both(tasks.add.using(priority=-100, queue_name="reports"), 3)
+        self.assert_same_result(expected, ours)
+        self.assertEqual((ours.task.priority, ours.task.queue_name), (-100, "reports"))
+
+    def test_aenqueue_and_aget_result(self):
+        result = async_to_sync(tasks.add.aenqueue)(2, 3)
+        drain()
+        self.assertEqual(async_to_sync(tasks.add.aget_result)(result.id).return_value, 5)
+
+    def test_arguments_are_what_django_accepts(self):
+        # Tuples become lists, on both.
+        self.assert_same_result(*self.run_on_both(tasks.echo, (1, 2), nested={"a": (3,)}))
+
+    def test_other_arguments_are_refused_with_djangos_error(self):
+        for value in (datetime.date(2025, 1, 1), object(), {1, 2}):
+            with self.subTest(value=value):
+                with self.assertRaises(TypeError) as expected:
+                    immediately(tasks.echo).enqueue(value)
+                with self.assertRaisesMessage(TypeError, str(expected.exception)):
+                    tasks.echo.enqueue(value)
+        self.assertFalse(TaskExec.objects.exists())
+
+    def test_enqueue_in_a_transaction_is_seen_once_committed(self):
+        with transaction.atomic():
+            result = tasks.add.enqueue(1)
+            with self.assertRaises(TaskResultDoesNotExist):
+                in_another_thread(lambda: tasks.add.get_result(result.id))
+        self.assertEqual(in_another_thread(lambda: tasks.add.get_result(result.id)).status, Status.READY)
+
+    def test_a_unique_call_waiting_is_the_result_of_the_same_call(self):
+        first = tasks.unique_echo.enqueue("x")
+        again = tasks.unique_echo.enqueue("x")
+        other = tasks.unique_echo.enqueue("y")
+        self.assertEqual(again.id, first.id)
+        self.assertNotEqual(other.id, first.id)
+        self.assertEqual(TaskExec.objects.count(), 2)
+
+
+class ResultTests(ComparedTestCase):
+    def test_get_result_and_refresh_from_another_connection(self):
+        result = tasks.add.enqueue(4, 5)
+        seen = in_another_thread(lambda: tasks.add.get_result(result.id))
+        self.assertEqual((seen.status, seen.args, seen.enqueued_at), (Status.READY, [4, 5], result.enqueued_at))
+        drain()
+        in_another_thread(result.refresh)
+        self.assertEqual((result.status, result.return_value, result.attempts), (Status.SUCCESSFUL, 9, 1))
+
+    def test_missing_and_malformed_ids(self):
+        native = native_tasks.add.queue(1)
+        retried = tasks.always_fails.enqueue()
+        drain()
+        retry = TaskExec.objects.get(attempt=2)
+        ids = ["999999", "abc", "", " 1", "1.0", "-1", "9" * 30, str(native.pk), str(retry.pk), None, 1]
+        for result_id in ids:
+            with self.subTest(result_id=result_id), self.assertRaises(TaskResultDoesNotExist):
+                backend.task_backends["default"].get_result(result_id)
+        self.assertEqual(tasks.always_fails.get_result(retried.id).attempts, 2)
+
+    def test_context_and_attempts(self):
+        expected, ours = self.run_on_both(tasks.describe, "v")
+        self.assertEqual(ours.return_value, {"id": ours.id, "attempt": 1, "value": "v"})
+        self.assertEqual(expected.return_value, {"id": expected.id, "attempt": 1, "value": "v"})
+        self.assertEqual((ours.attempts, ours.status), (expected.attempts, expected.status))
+
+    def test_failure_with_its_exception_class_and_traceback(self):
+        expected, ours = self.run_on_both(tasks.fail, "bad news")
+        self.assert_same_result(expected, ours)
+        (error,) = ours.errors
+        self.assertIs(error.exception_class, tasks.TaskFailure)
+        self.assertIn('raise TaskFailure(message)', error.traceback)
+        self.assertEqual(error.traceback.splitlines()[-1], expected.errors[0].traceback.splitlines()[-1])
+
+    def test_system_exit_fails_the_task_not_the_worker(self):
+        expected, ours = self.run_on_both(tasks.exit_task)
+        self.assert_same_result(expected, ours)
+        self.assertEqual(ours.errors[0].exception_class_path, "builtins.SystemExit")
+
+    def test_a_result_that_is_not_json_fails_with_a_type_error(self):
+        expected, ours = self.run_on_both(tasks.unstorable)
+        self.assert_same_result(expected, ours)
+        self.assertEqual(ours.errors[0].exception_class_path, "builtins.TypeError")
+
+    def test_a_result_that_is_not_json_is_not_retried(self):
+        result = tasks.unstorable_retried.enqueue("once")
+        drain()
+        result.refresh()
+        self.assertEqual((result.status, result.attempts), (Status.FAILED, 1))
+        self.assertEqual(Execution.objects.count(), 1)
+
+    def test_priority_order(self):
+        for priority in (0, 5, -3, 100):
+            tasks.record.using(priority=priority).enqueue(f"priority {priority}")
+        tasks.record.using(priority=5).enqueue("priority 5, later")
+        drain(threads=1)
+        self.assertEqual(
+            list(Execution.objects.order_by("id").values_list("key", flat=True)),
+            ["priority 100", "priority 5", "priority 5, later", "priority 0", "priority -3"],
+        )
+
+    def test_run_after_waits(self):
+        run_after = timezone.now() + datetime.timedelta(hours=1)
+        result = tasks.add.using(run_after=run_after).enqueue(1)
+        drain()
+        result.refresh()
+        self.assertEqual(result.status, Status.READY)
+        self.assertEqual(TaskExec.objects.get().state, States.SLEEPING)
+        with time_machine.travel(run_after + datetime.timedelta(seconds=1)):
+            drain()
+        ours = tasks.add.get_result(result.id)
+        self.assertEqual((ours.status, ours.return_value, ours.task.run_after), (Status.SUCCESSFUL, 1, run_after))
+        self.assertGreaterEqual(ours.started_at, run_after)
+
+    def test_run_after_is_told_apart_from_none(self):
+        past = timezone.now() - datetime.timedelta(minutes=1)
+        with_past = tasks.add.using(run_after=past).enqueue(1)
+        without = tasks.add.enqueue(2)
+        self.assertEqual(tasks.add.get_result(with_past.id).task.run_after, past)
+        self.assertIsNone(tasks.add.get_result(without.id).task.run_after)
+
+
+class SignalTests(ComparedTestCase):
+    def record_signals(self):
+        received = []
+
+        def receiver(signal_name):
+            def receive(sender, task_result, **kwargs):
+                received.append((signal_name, sender, task_result.status, sys.exc_info()[0]))
+
+            return receive
+
+        receivers = {name: receiver(name) for name in ("enqueued", "started", "finished")}
+        signals = {"enqueued": task_enqueued, "started": backend.task_started, "finished": backend.task_finished}
+        for name, signal_ in signals.items():
+            signal_.connect(receivers[name], weak=False)
+            self.addCleanup(signal_.disconnect, receivers[name])
+        return received
+
+    def test_the_three_signals(self):
+        received = self.record_signals()
+        self.run_on_both(tasks.add, 1)
+        self.run_on_both(tasks.fail)
+        immediate, ours = type(backend.task_backends["immediate"]), backend.TaskBackend
+        expected = [
+            [("enqueued", sender, Status.READY, None), ("started", sender, Status.RUNNING, None)]
+            for sender in (immediate, ours)
+        ]
+        self.assertEqual(
+            received,
+            [
+                *expected[0], ("finished", immediate, Status.SUCCESSFUL, None),
+                *expected[1], ("finished", ours, Status.SUCCESSFUL, None),
+                *expected[0], ("finished", immediate, Status.FAILED, tasks.TaskFailure),
+                *expected[1], ("finished", ours, Status.FAILED, tasks.TaskFailure),
+            ],
+        )
+
+
+class RetryTests(TransactionTestCase):
+    def test_retries_keep_one_id(self):
+        result = tasks.flaky.enqueue("flaky")
+        drain()
+        result.refresh()
+        self.assertEqual((result.status, result.return_value, result.attempts), (Status.SUCCESSFUL, "second run", 2))
+        (error,) = result.errors
+        self.assertEqual(error.exception_class_path, "tests.testapp.framework_tasks.TaskFailure")
+        first, retry = TaskExec.objects.order_by("id")
+        self.assertEqual((str(first.pk), first.replaced_by, retry.attempt), (result.id, retry, 2))
+        self.assertEqual(result.last_attempted_at, retry.started)
+        self.assertEqual(result.started_at, first.started)
+
+    def test_a_call_that_fails_every_attempt(self):
+        result = tasks.always_fails.enqueue()
+        drain()
+        result.refresh()
+        self.assertEqual((result.status, result.attempts, len(result.errors)), (Status.FAILED, 2, 2))
+        self.assertEqual(result.finished_at, TaskExec.objects.get(attempt=2).finished)
+
+
+class KilledWorkerTests(TransactionTestCase):
+    def test_a_task_of_a_sigkilled_worker_runs_again_under_the_same_id(self):
+        # The case where a row left RUNNING by a dead worker would be lost.
+        pid_file = os.path.join(tempfile.mkdtemp(prefix="toosimpleq-backend-"), "pid")
+        result = tasks.killed_on_first_attempt.enqueue(pid_file)
+        fast = {"TOOSIMPLEQ_TEST_HEARTBEAT": "0.2", "TOOSIMPLEQ_TEST_WORKER_TIMEOUT": "2"}
+        doomed = start_worker("--no_schedules", env=fast)
+        self.addCleanup(doomed.communicate)
+        self.addCleanup(doomed.kill)
+        wait_for(lambda: os.path.exists(pid_file), message="the first attempt to start")
+        result.refresh()
+        self.assertEqual((result.status, result.attempts), (Status.RUNNING, 1))
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+        rescuer = start_worker("--no_schedules", env=fast)
+        self.addCleanup(rescuer.communicate)
+        self.addCleanup(rescuer.terminate)
+        wait_for(lambda: tasks.killed_on_first_attempt.get_result(result.id).is_finished, message="the rerun")
+        result.refresh()
+        self.assertEqual((result.status, result.return_value, result.attempts), (Status.SUCCESSFUL, 2, 2))
+        self.assertEqual(result.errors, [])
+        self.assertEqual(len(set(result.worker_ids)), 2)
