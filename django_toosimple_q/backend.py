@@ -20,7 +20,10 @@ from typing import NamedTuple
 
 from django.apps import apps
 from django.core import checks
+from django.core.serializers.json import DjangoJSONEncoder
 from django.utils.module_loading import import_string
+
+from . import registry
 
 try:
     from django.tasks import TaskContext, TaskResult, TaskResultStatus, task_backends
@@ -93,8 +96,8 @@ class TaskBackend(BaseTaskBackend):
 
     def validate_task(self, task):
         super().validate_task(task)
-        options = _options(task)
-        retries, retry_delay = options.retries, options.retry_delay
+        definition = _definition(task)
+        retries, retry_delay = definition.retries, definition.retry_delay
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < -1:
             raise InvalidTask(f"retries must be an integer >= -1, not {retries!r}")
         if not isinstance(retry_delay, (int, float)) or isinstance(retry_delay, bool) or retry_delay < 0:
@@ -107,24 +110,15 @@ class TaskBackend(BaseTaskBackend):
         self.validate_task(task)
         # Django's own errors for what its results cannot hold.
         args, kwargs = normalize_json(args), normalize_json(kwargs)
-        call = (stored_json(args), stored_json(kwargs))
-        options = _options(task)
-        definition = Definition(task.module_path, options.unique, options.retries, options.retry_delay)
+        call = registry.Call(stored_json(args), stored_json(kwargs), task.run_after)
         while True:
-            [execution] = TaskExec.objects.enqueue_many(
-                definition,
-                [call],
-                due=task.run_after,
-                priority=task.priority,
-                queue=task.queue_name,
-                backend=self.alias,
-                run_after=task.run_after,
-            )
+            [execution] = _enqueue_many(task, [call])
             if execution is not False:
                 break
             # A unique task's same call waits: its result stands for this one,
             # unless a worker took it meanwhile (then this call is queued).
-            waiting = TaskExec.objects.filter(dedup_key=dedup_key(definition.name, *encode_call(*call))).first()
+            key = dedup_key(task.module_path, *encode_call(call.args, call.kwargs))
+            waiting = TaskExec.objects.filter(dedup_key=key).first()
             if waiting is not None:
                 return result_of(chain_through(waiting))
         result = TaskResult(
@@ -173,9 +167,55 @@ class Defaults(NamedTuple):
     unique: bool = False
 
 
-def _options(task):
-    """Our options of ``task``: a Task of Django's own class has none, and takes the defaults."""
-    return task if isinstance(task, Task) else Defaults()
+def _definition(task):
+    """What the queue reads of ``task``; a Task of Django's own class has none of our options."""
+    options = task if isinstance(task, Task) else Defaults()
+    return Definition(task.module_path, options.unique, options.retries, options.retry_delay)
+
+
+def _enqueue_many(task, calls):
+    """Store ``calls`` of ``task`` (``registry.Call``s of normalized JSON): their TaskExecs, or False (unique)."""
+    from .models import TaskExec
+
+    return TaskExec.objects.enqueue_many(
+        _definition(task),
+        calls,
+        priority=task.priority,
+        queue=task.queue_name,
+        backend=task.backend,
+        run_after=task.run_after,
+    )
+
+
+class ScheduledTask(registry.Task):
+    """A django.tasks Task under ``@schedule``: its occurrences are queued as ``enqueue()`` queues it.
+
+    Django's results hold JSON: the schedule's arguments go as Django's
+    DjangoJSONEncoder writes them (a ``datetime_kwarg`` as ISO 8601 text).
+    """
+
+    def __init__(self, task):
+        definition = _definition(task)
+        super().__init__(
+            task.func,
+            name=definition.name,
+            queue=task.queue_name,
+            priority=task.priority,
+            unique=definition.unique,
+            retries=definition.retries,
+            retry_delay=definition.retry_delay,
+        )
+        self.framework_task = task
+
+    def enqueue_many(self, calls, *, priority=None, queue=None):
+        task = self.framework_task.using(priority=priority, queue_name=queue)
+        return _enqueue_many(
+            task, [registry.Call(_encoded_by_django(args), _encoded_by_django(kwargs), due) for args, kwargs, due in calls]
+        )
+
+
+def _encoded_by_django(value):
+    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
 
 
 def stored_json(value):
@@ -235,8 +275,8 @@ def result_of(chain):
         started_at=attempts[0].started if attempts else None,
         last_attempted_at=attempts[-1].started if attempts else None,
         finished_at=last.finished if last.state in last.FINISHED_STATES else None,
-        args=first.call_args,
-        kwargs=first.call_kwargs,
+        args=first.args,
+        kwargs=first.kwargs,
         backend=first.backend,
         errors=[
             TaskError(exception_class_path=execution.error_class, traceback=execution.error)
@@ -246,7 +286,7 @@ def result_of(chain):
         worker_ids=[str(execution.worker_id) for execution in attempts],
     )
     if result.status == TaskResultStatus.SUCCESSFUL:
-        object.__setattr__(result, "_return_value", last.return_value)
+        object.__setattr__(result, "_return_value", last.result)
     return result
 
 

@@ -49,7 +49,7 @@ def schedule(
     datetime_kwarg=None,
     run_on_creation=False,
 ):
-    """Queue the task below (a ``@register_task()``) on a cron.
+    """Queue the task below (a ``@register_task()``, or a ``django.tasks`` ``@task``) on a cron.
 
     The first run is the next occurrence of ``cron`` after the schedule is
     first seen (or after ``last_run``, a datetime); ``last_run=None`` (or
@@ -61,7 +61,7 @@ def schedule(
     def decorator(func):
         register_schedule(
             Schedule(
-                registered_task(func),
+                _schedulable(func),
                 cron,
                 name=name,
                 args=args,
@@ -75,6 +75,18 @@ def schedule(
         return func
 
     return decorator
+
+
+def _schedulable(func):
+    """The Task a schedule queues: ``@register_task()``'s, or one that queues a django.tasks Task through our backend."""
+    try:
+        from .backend import FrameworkTask, ScheduledTask
+    except ImportError:  # Django 5.2 without the backport: no such task
+        pass
+    else:
+        if isinstance(func, FrameworkTask):
+            return ScheduledTask(func)
+    return registered_task(func)
 
 
 # The name upstream django-toosimple-q users know it by.

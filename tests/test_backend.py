@@ -25,8 +25,12 @@ except ImportError:
 
 import time_machine
 
-from django_toosimple_q.models import TaskExec
+from django_toosimple_q.decorators import schedule
+from django_toosimple_q.models import ScheduleExec, TaskExec
+from django_toosimple_q.registry import schedules_registry
 from django_toosimple_q.worker import Worker
+from django_toosimple_q.worker.claiming import QueueFilter
+from django_toosimple_q.worker.scheduler import Scheduler
 
 from .helpers import start_worker, wait_for
 from .testapp import framework_tasks as tasks
@@ -144,7 +148,7 @@ class EnqueueTests(ComparedTestCase):
         execution = TaskExec.objects.get()
         self.assertEqual(result.id, str(execution.pk))
         self.assertEqual(
-            (execution.task_name, execution.call_args, execution.call_kwargs, execution.queue, execution.priority),
+            (execution.task_name, execution.args, execution.kwargs, execution.queue, execution.priority),
             ("tests.testapp.framework_tasks.add", [1], {"b": 2}, "reports", 7),
         )
         self.assertEqual((execution.state, execution.backend, execution.run_after), (States.QUEUED, "default", None))
@@ -357,3 +361,27 @@ class KilledWorkerTests(TransactionTestCase):
         self.assertEqual((result.status, result.return_value, result.attempts), (Status.SUCCESSFUL, 2, 2))
         self.assertEqual(result.errors, [])
         self.assertEqual(len(set(result.worker_ids)), 2)
+
+
+class ScheduleTests(TransactionTestCase):
+    def test_a_django_tasks_task_on_a_cron(self):
+        decorated = schedule("0 8 * * *", name="framework", args=[1], kwargs={"b": 2}, last_run=None)(tasks.add)
+        self.addCleanup(schedules_registry.pop, "framework")
+        self.assertIs(decorated, tasks.add)
+        scheduler = Scheduler(QueueFilter())
+        scheduler.sync()
+        (execution,) = scheduler.run_due()
+        self.assertEqual(ScheduleExec.objects.get().last_task, execution)
+        drain()
+        result = tasks.add.get_result(str(execution.pk))
+        self.assertEqual((result.status, result.return_value, result.args, result.kwargs), (Status.SUCCESSFUL, 3, [1], {"b": 2}))
+
+    def test_its_datetime_kwarg_is_iso_8601_text(self):
+        schedule("0 8 * * *", name="framework dated", datetime_kwarg="at", last_run=None)(tasks.echo)
+        self.addCleanup(schedules_registry.pop, "framework dated")
+        now = datetime.datetime(2025, 6, 2, 8, tzinfo=datetime.timezone.utc)
+        scheduler = Scheduler(QueueFilter())
+        scheduler.sync(now)
+        (execution,) = scheduler.run_due(now)
+        drain()
+        self.assertEqual(tasks.echo.get_result(str(execution.pk)).return_value, [[], {"at": "2025-06-02T08:00:00Z"}])

@@ -13,7 +13,6 @@ from inspect import iscoroutinefunction
 
 from django.utils import timezone
 
-from .. import serialization
 from ..backend import (
     TaskContext,
     TaskError,
@@ -61,7 +60,7 @@ def _run(result, sender):
     task_finished.send(sender, task_result=result)
     return {
         "state": States.SUCCEEDED,
-        "result": serialization.encode(value, "the return value"),
+        "result": value,
         "result_preview": preview(value),
     }
 
