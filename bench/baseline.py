@@ -32,7 +32,7 @@ FINISH = (
 )
 
 # The task bodies, by name: what the engine's registry would run.
-BODIES = {rows.NOOP: lambda: None, rows.STAMP: time.time}
+BODIES = {rows.NOOP: lambda: None, rows.FRAMEWORK_NOOP["task_name"]: lambda: None, rows.STAMP: time.time}
 
 
 def claim_sql(db):

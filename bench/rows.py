@@ -16,6 +16,9 @@ TEMPLATE = "bench_template"
 NOOP = "bench.tasks.noop"
 STAMP = "bench.tasks.stamp"
 
+# The columns of a noop queued through Django's task framework (the backend's "default" alias).
+FRAMEWORK_NOOP = {"task_name": "bench.tasks.framework_noop", "backend": "default"}
+
 # The baseline's pickup wake-up on PostgreSQL: the enqueuer notifies it.
 CHANNEL = "bench_baseline"
 
@@ -56,8 +59,11 @@ class Table:
         )
         self._execute(sql, [count, *params])
 
-    def reset(self, *, queued, finished=0):
-        """Leave ``finished`` SUCCEEDED rows, then ``queued`` QUEUED noop rows, and nothing else."""
+    def reset(self, *, queued, finished=0, queued_as=None):
+        """Leave ``finished`` SUCCEEDED rows, then ``queued`` QUEUED noop rows, and nothing else.
+
+        ``queued_as``: other columns of the queued rows (FRAMEWORK_NOOP).
+        """
         if self.db.vendor == "postgres":
             # A new, unbloated table for each run. CASCADE: ScheduleExec's
             # foreign key refuses it otherwise (the benchmark has no schedules).
@@ -68,7 +74,7 @@ class Table:
         if finished:
             self.insert_copies(finished, task_name=NOOP, state="SUCCEEDED", started=now, finished=now)
         if queued:
-            self.insert_copies(queued, task_name=NOOP, state="QUEUED", due=now)
+            self.insert_copies(queued, **{"task_name": NOOP, "state": "QUEUED", "due": now, **(queued_as or {})})
         if self.db.vendor == "postgres":
             # What autovacuum would do a little later, at a moment that could
             # fall in the middle of a measurement.

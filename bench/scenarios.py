@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from bench import baseline, latency, processes
 from bench.database import to_epoch
 from bench.report import Row
-from bench.rows import NOOP, STAMP, Table
+from bench.rows import FRAMEWORK_NOOP, NOOP, STAMP, Table
 
 logger = logging.getLogger("bench")
 
@@ -61,6 +61,7 @@ class Scenarios:
             self.table = Table(self.db, connection)
             self.enqueue_rate()
             empty = self.drain_rate()
+            self.framework_drain(empty)
             self.pickup_latency()
             self.history_cost(empty)
             self.memory()
@@ -91,12 +92,12 @@ class Scenarios:
 
     # 2. Drain.
 
-    def drain(self, side, tasks, threads, history=0, engine_db=None):
+    def drain(self, side, tasks, threads, history=0, engine_db=None, queued_as=None):
         """Run ``side`` ("engine" or "baseline") until ``tasks`` queued tasks are done."""
         logger.info(
             "%s: %s draining %s tasks on %s thread(s), %s finished rows", self.db.vendor, side, tasks, threads, history
         )
-        self.table.reset(queued=tasks, finished=history)
+        self.table.reset(queued=tasks, finished=history, queued_as=queued_as)
         if side == "engine":
             command = processes.manage("worker", "--until_done", "--threads", str(threads))
             finished = processes.run(command, engine_db or self.db)
@@ -109,7 +110,7 @@ class Scenarios:
             raise RuntimeError(f"{side} left {unfinished} task(s) not SUCCEEDED")
         return Drain(tasks / (to_epoch(self.table.last_finished()) - started), finished.peak_rss_mb)
 
-    def drain_both(self, tasks, threads, history=0, repeat=None, engine_db=None):
+    def drain_both(self, tasks, threads, history=0, repeat=None, engine_db=None, queued_as=None):
         """The engine's and the baseline's Drain, each the median of ``repeat`` alternating runs.
 
         On a small shared machine one drain varies by some 20% from the next:
@@ -118,7 +119,7 @@ class Scenarios:
         runs = {"engine": [], "baseline": []}
         for _ in range(repeat or self.config.repeat):
             for side, drains in runs.items():
-                drains.append(self.drain(side, tasks, threads, history, engine_db))
+                drains.append(self.drain(side, tasks, threads, history, engine_db, queued_as))
         return [sorted(drains, key=lambda drain: drain.rate)[len(drains) // 2] for drains in runs.values()]
 
     def drain_rate(self):
@@ -137,6 +138,15 @@ class Scenarios:
             )
             self.add("  the same, prepared statements off", unprepared.rate, unprepared_raw.rate)
         return engine, raw
+
+    def framework_drain(self, native):
+        """The 8-thread drain of tasks queued through django.tasks; ``native``: the Drains of the native API's."""
+        tasks = self.config.tasks
+        engine, raw = self.drain_both(tasks, THREADS, queued_as=FRAMEWORK_NOOP)
+        self.add(f"drain {tasks:,} django.tasks tasks, {THREADS} threads (tasks/s)", engine.rate, raw.rate)
+        # The baseline runs both kinds of row alike: its ratio shows the noise.
+        ratios = [framework.rate / drain.rate for framework, drain in zip((engine, raw), native)]
+        self.add("  the same / queued with the native API", *ratios, ">= 0.90", ratios[0] >= 0.9)
 
     # 3. Pickup latency.
 

@@ -10,6 +10,7 @@ SECRET_KEY = "django-toosimple-q-bench-not-secret"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 TIME_ZONE = "UTC"
+TASKS = {"default": {"BACKEND": "django_toosimple_q.backend.TaskBackend"}}
 
 # Database.without_prepared_statements(): the engine as it runs behind a pooler.
 if os.environ.get("BENCH_UNPREPARED"):

@@ -2,6 +2,8 @@
 
 import time
 
+from django.tasks import task
+
 from django_toosimple_q.decorators import register_task
 
 
@@ -14,3 +16,8 @@ def noop():
 def stamp():
     """When the body started: pickup latency ends here."""
     return time.time()
+
+
+@task
+def framework_noop():
+    """noop, written with Django's task framework."""

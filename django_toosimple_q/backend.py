@@ -14,6 +14,7 @@ models are imported only when a task is queued or a result read.
 """
 
 import dataclasses
+import functools
 import json
 import re
 from typing import NamedTuple
@@ -295,13 +296,13 @@ def task_of(execution):
 
     ImportError when the code no longer has it.
     """
-    task = import_string(execution.task_name)
+    return _task(execution.task_name, execution.priority, execution.queue, execution.run_after, execution.backend)
+
+
+# Tasks are frozen, and workers build one for each row they run.
+@functools.lru_cache(maxsize=256)
+def _task(module_path, priority, queue_name, run_after, backend):
+    task = import_string(module_path)
     if not isinstance(task, FrameworkTask):
-        raise ImportError(f"{execution.task_name} is not a django.tasks Task")
-    return dataclasses.replace(
-        task,
-        priority=execution.priority,
-        queue_name=execution.queue,
-        run_after=execution.run_after,
-        backend=execution.backend,
-    )
+        raise ImportError(f"{module_path} is not a django.tasks Task")
+    return dataclasses.replace(task, priority=priority, queue_name=queue_name, run_after=run_after, backend=backend)

@@ -31,7 +31,7 @@ logger = logging.getLogger("django_toosimple_q")
 States = TaskExec.States
 
 # Claimed rows carry what running them needs, and nothing more.
-CLAIMED_COLUMNS = ("id", "task_name", "args", "kwargs", "queue", "priority", "retries", "retry_delay", "attempt", "backend")
+CLAIMED_COLUMNS = ("id", "task_name", "args", "kwargs", "queue", "priority", "retries", "retry_delay", "attempt", "backend", "created", "started", "run_after")
 
 
 class ClaimedTask(NamedTuple):
@@ -47,6 +47,11 @@ class ClaimedTask(NamedTuple):
     retry_delay: float
     attempt: int
     backend: str  # the django.tasks backend that queued it, or ""
+    # What a django.tasks result shows, as the driver returns them (SQLite's
+    # naive): made aware only where they are needed (worker/framework.py).
+    created: object
+    started: object
+    run_after: object
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ by the executor, as any other.
 """
 
 import asyncio
+import datetime
 import traceback
 from inspect import iscoroutinefunction
 
+from django.conf import settings
 from django.utils import timezone
 
 from ..backend import (
@@ -31,15 +33,37 @@ from .executor import preview
 States = TaskExec.States
 
 
-def runner(claimed):
+def runner(claimed, worker_id):
     """A function that runs ``claimed`` and returns its outcome; LookupError when its task is gone."""
-    execution = TaskExec.objects.get(pk=claimed.id)
+    # As the row now stands, without reading it again.
+    execution = TaskExec(
+        id=claimed.id,
+        task_name=claimed.task_name,
+        args=claimed.args,
+        kwargs=claimed.kwargs,
+        queue=claimed.queue,
+        priority=claimed.priority,
+        state=States.PROCESSING,
+        attempt=claimed.attempt,
+        backend=claimed.backend,
+        worker_id=worker_id,
+        created=_datetime(claimed.created),
+        started=_datetime(claimed.started),
+        run_after=_datetime(claimed.run_after),
+    )
     try:
         result = result_of(chain_until(execution))
         sender = type(task_backends[claimed.backend])
     except Exception as error:  # an import error of the task's module, a backend no longer configured
         raise LookupError(f"Task {claimed.task_name!r} cannot be run here: {error}") from error
     return lambda: _run(result, sender)
+
+
+def _datetime(value):
+    """A datetime column as the driver returned it (SQLite: naive, in UTC), as Django reads it."""
+    if value is None or not settings.USE_TZ or timezone.is_aware(value):
+        return value
+    return timezone.make_aware(value, datetime.timezone.utc)
 
 
 def _run(result, sender):
