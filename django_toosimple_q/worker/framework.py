@@ -91,13 +91,13 @@ def _run(result, sender):
 
 def _call(task, args, kwargs):
     if iscoroutinefunction(task.func):
-        return run_coroutine(task.func, args, kwargs)
+        return run_coroutine(task.func(*args, **kwargs))
     return task.call(*args, **kwargs)
 
 
-def run_coroutine(func, args, kwargs):
-    """Run the coroutine function ``func`` on an event loop of this thread."""
-    return asyncio.run(func(*args, **kwargs))
+def run_coroutine(coroutine):
+    """Run ``coroutine`` on a new event loop of this thread; returns what it returns."""
+    return asyncio.run(coroutine)
 
 
 def _failed(result, sender, error):
