@@ -157,7 +157,7 @@ class TaskBackend(BaseTaskBackend):
                 f"The task backend {self.alias!r} ({type(self).__module__}.{type(self).__qualname__}) "
                 "needs django_toosimple_q in INSTALLED_APPS",
                 hint="Add 'django_toosimple_q' to INSTALLED_APPS and run migrate.",
-                id="toosimpleq.E006",
+                id="toosimpleq.E007",
             )
         ]
 

@@ -138,7 +138,7 @@ class BackendTests(TransactionTestCase):
         self.assertEqual(ours.check(), [])
         with override_settings(INSTALLED_APPS=["django.contrib.contenttypes"]):
             (error,) = ours.check()
-        self.assertEqual(error.id, "toosimpleq.E006")
+        self.assertEqual(error.id, "toosimpleq.E007")
         self.assertIn("needs django_toosimple_q in INSTALLED_APPS", error.msg)
 
 
