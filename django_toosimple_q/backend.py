@@ -233,6 +233,9 @@ STATUSES = {
 }
 
 
+WAITING_OR_RUNNING = ("SLEEPING", "QUEUED", "PROCESSING")
+
+
 def chain_from(first):
     """The executions of a call, from its ``first`` one along ``replaced_by``."""
     from .models import TaskExec
@@ -265,7 +268,7 @@ def chain_through(execution):
 
 
 def result_of(chain):
-    """The TaskResult of a call whose executions are ``chain``, as they stand."""
+    """The TaskResult of a call whose executions are ``chain`` (TaskExecs, or what reads as them), as they stand."""
     first, last = chain[0], chain[-1]
     attempts = [execution for execution in chain if execution.started is not None]
     result = TaskResult(
@@ -275,7 +278,7 @@ def result_of(chain):
         enqueued_at=first.created,
         started_at=attempts[0].started if attempts else None,
         last_attempted_at=attempts[-1].started if attempts else None,
-        finished_at=last.finished if last.state in last.FINISHED_STATES else None,
+        finished_at=last.finished if last.state not in WAITING_OR_RUNNING else None,
         args=first.args,
         kwargs=first.kwargs,
         backend=first.backend,
