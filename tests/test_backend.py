@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import unittest
+from unittest import mock
 
 from asgiref.sync import async_to_sync
 from django.db import connection, transaction
@@ -28,6 +29,7 @@ import time_machine
 from django_toosimple_q.decorators import schedule
 from django_toosimple_q.models import ScheduleExec, TaskExec
 from django_toosimple_q.registry import schedules_registry
+from django_toosimple_q import worker as worker_package
 from django_toosimple_q.worker import Worker
 from django_toosimple_q.worker.claiming import QueueFilter
 from django_toosimple_q.worker.scheduler import Scheduler
@@ -238,6 +240,16 @@ class ResultTests(ComparedTestCase):
         self.assert_same_result(expected, ours)
         self.assertEqual(ours.errors[0].exception_class_path, "builtins.SystemExit")
 
+    def test_keyboard_interrupt_fails_the_task_not_the_worker(self):
+        # Django's ImmediateBackend lets it through, to stop the caller: a worker carries on.
+        interrupted, after = tasks.keyboard_interrupt.enqueue(), tasks.add.enqueue(1)
+        drain()
+        interrupted.refresh()
+        after.refresh()
+        self.assertEqual(interrupted.status, Status.FAILED)
+        self.assertEqual(interrupted.errors[0].exception_class_path, "builtins.KeyboardInterrupt")
+        self.assertEqual((after.status, after.return_value), (Status.SUCCESSFUL, 1))
+
     def test_a_result_that_is_not_json_fails_with_a_type_error(self):
         expected, ours = self.run_on_both(tasks.unstorable)
         self.assert_same_result(expected, ours)
@@ -316,6 +328,43 @@ class SignalTests(ComparedTestCase):
                 *expected[1], ("finished", ours, Status.FAILED, tasks.TaskFailure),
             ],
         )
+
+
+    def test_a_receiver_that_raises_changes_nothing_of_the_outcome(self):
+        def broken(**kwargs):
+            raise RuntimeError("broken receiver")
+
+        for signal_ in (backend.task_started, backend.task_finished):
+            signal_.connect(broken, weak=False)
+            self.addCleanup(signal_.disconnect, broken)
+        result = tasks.add.enqueue(2)
+        with self.assertLogs("django_toosimple_q", "ERROR") as logs:
+            drain()
+        result.refresh()
+        self.assertEqual((result.status, result.return_value), (Status.SUCCESSFUL, 2))
+        self.assertEqual(len([line for line in logs.output if "a receiver of the task's signal, raised" in line]), 2)
+
+
+class InvalidTests(TransactionTestCase):
+    def test_a_task_no_longer_in_the_code_is_invalid(self):
+        result = tasks.add.enqueue(1)
+        TaskExec.objects.update(task_name="tests.testapp.framework_tasks.removed")
+        drain()
+        execution = TaskExec.objects.get()
+        self.assertEqual(execution.state, States.INVALID)
+        self.assertIn("cannot be run here", execution.error)
+        self.assertEqual(execution.pk, int(result.id))
+
+    def test_a_worker_without_the_framework_marks_its_rows_invalid(self):
+        tasks.add.enqueue(1)
+        # As where neither django.tasks nor the backport is installed: the import fails.
+        with mock.patch.dict(sys.modules, {"django_toosimple_q.worker.framework": None}):
+            with mock.patch.dict(worker_package.__dict__):
+                del worker_package.__dict__["framework"]
+                drain()
+        execution = TaskExec.objects.get()
+        self.assertEqual(execution.state, States.INVALID)
+        self.assertIn("was queued through django.tasks", execution.error)
 
 
 class RetryTests(TransactionTestCase):

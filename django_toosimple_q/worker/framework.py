@@ -9,6 +9,7 @@ by the executor, as any other.
 
 import asyncio
 import datetime
+import logging
 import traceback
 from inspect import iscoroutinefunction
 from typing import NamedTuple
@@ -30,6 +31,8 @@ from ..backend import (
 )
 from ..models import TaskExec
 from .executor import preview
+
+logger = logging.getLogger("django_toosimple_q")
 
 States = TaskExec.States
 
@@ -89,7 +92,7 @@ def _datetime(value):
 
 def _run(result, sender):
     task = result.task
-    task_started.send(sender=sender, task_result=result)
+    _send(task_started, sender, result)
     args = [TaskContext(task_result=result), *result.args] if task.takes_context else result.args
     try:
         value = _call(task, args, result.kwargs)
@@ -102,7 +105,7 @@ def _run(result, sender):
         return {**_failed(result, sender, error), "retries": 0}
     _finished(result, TaskResultStatus.SUCCESSFUL)
     object.__setattr__(result, "_return_value", value)
-    task_finished.send(sender, task_result=result)
+    _send(task_finished, sender, result)
     return {
         "state": States.SUCCEEDED,
         "result": value,
@@ -129,8 +132,15 @@ def _failed(result, sender, error):
     error_class = f"{kind.__module__}.{kind.__qualname__}"
     result.errors.append(TaskError(exception_class_path=error_class, traceback=text))
     _finished(result, TaskResultStatus.FAILED)
-    task_finished.send(sender, task_result=result)
+    _send(task_finished, sender, result)
     return {"state": States.FAILED, "error": text, "error_class": error_class}
+
+
+def _send(signal, sender, result):
+    """Send ``signal``; a receiver that raises is logged, and changes nothing of the outcome."""
+    for receiver, response in signal.send_robust(sender, task_result=result):
+        if isinstance(response, Exception):
+            logger.error("%r, a receiver of the task's signal, raised", receiver, exc_info=response)
 
 
 def _finished(result, status):

@@ -55,6 +55,11 @@ def exit_task(code=3):
 
 
 @task
+def keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
+@task
 def unstorable():
     return {1, 2}
 
