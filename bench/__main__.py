@@ -13,7 +13,11 @@ the same scenarios on the same rows:
    Then one queue_many() of N calls; the baseline inserts as many rows, 40 per
    INSERT (as queue_many() does), in one transaction;
 2. drain: N no-op tasks queued, then one worker with 1 and 8 threads runs
-   until done (timed as bench/scenarios.py says; the median of --repeat runs);
+   until done (timed as bench/scenarios.py says; the median of --repeat runs).
+   Then the 8-thread drain of no-op tasks queued through Django's task
+   framework (django.tasks, our backend), as a ratio to the native API's,
+   also with the django.tasks logger at WARNING (Django logs each task at
+   INFO); the baseline runs both kinds of rows alike;
 3. pickup latency: an idle worker, then tasks queued one at a time, each
    once the previous one finished: from the commit of the enqueue to the
    task body starting. The baseline LISTENs on PostgreSQL (its enqueuer

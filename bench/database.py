@@ -90,6 +90,10 @@ class Database:
         """The same database, for an engine told not to prepare its statements, as behind a pooler."""
         return Database({**self.env, "BENCH_UNPREPARED": "1"})
 
+    def with_quiet_task_log(self):
+        """The same database, for an engine whose django.tasks logger takes warnings only (no INFO line per task)."""
+        return Database({**self.env, "BENCH_QUIET_TASK_LOG": "1"})
+
     def connect(self):
         """A new DB-API connection in autocommit mode, set up as Django sets up its own."""
         if self.vendor == "sqlite":

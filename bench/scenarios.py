@@ -147,6 +147,10 @@ class Scenarios:
         # The baseline runs both kinds of row alike: its ratio shows the noise.
         ratios = [framework.rate / drain.rate for framework, drain in zip((engine, raw), native)]
         self.add("  the same / queued with the native API", *ratios, ">= 0.90", ratios[0] >= 0.9)
+        # Django's own receivers of task_started and task_finished log each task at INFO.
+        quiet, quiet_raw = self.drain_both(tasks, THREADS, queued_as=FRAMEWORK_NOOP, engine_db=self.db.with_quiet_task_log())
+        ratios = [framework.rate / drain.rate for framework, drain in zip((quiet, quiet_raw), native)]
+        self.add("  the same, django.tasks logging at WARNING / native", *ratios)
 
     # 3. Pickup latency.
 

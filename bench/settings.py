@@ -15,3 +15,8 @@ TASKS = {"default": {"BACKEND": "django_toosimple_q.backend.TaskBackend"}}
 # Database.without_prepared_statements(): the engine as it runs behind a pooler.
 if os.environ.get("BENCH_UNPREPARED"):
     TOOSIMPLEQ_PREPARED_STATEMENTS = False
+
+# Database.with_quiet_task_log(): Django's task framework logs each task's
+# start and end at INFO; what that costs is shown apart.
+if os.environ.get("BENCH_QUIET_TASK_LOG"):
+    LOGGING = {"version": 1, "disable_existing_loggers": False, "loggers": {"django.tasks": {"level": "WARNING"}}}

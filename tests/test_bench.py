@@ -25,3 +25,4 @@ class BenchSmokeTest(SimpleTestCase):
         header = result.stdout.splitlines()[0].split()
         self.assertEqual(header, list(HEADERS))
         self.assertIn("toosimpleq_claim_idx", result.stdout)
+        self.assertIn("django.tasks tasks, 8 threads", result.stdout)
