@@ -31,7 +31,10 @@ logger = logging.getLogger("django_toosimple_q")
 States = TaskExec.States
 
 # Claimed rows carry what running them needs, and nothing more.
-CLAIMED_COLUMNS = ("id", "task_name", "args", "kwargs", "queue", "priority", "retries", "retry_delay", "attempt", "backend", "created", "started", "run_after")
+CLAIMED_COLUMNS = (
+    "id", "task_name", "args", "kwargs", "queue", "priority", "retries", "retry_delay", "attempt",
+    "backend", "created", "started", "run_after",  # what a django.tasks row's result shows
+)
 
 
 class ClaimedTask(NamedTuple):
