@@ -162,6 +162,12 @@ class EnqueueTests(ComparedTestCase):
     def test_async_task(self):
         self.assert_same_result(*self.run_on_both(tasks.async_add, 1, b=2))
 
+    def test_async_tasks_run_on_the_worker_thread_itself(self):
+        # Where the output capture and the timeouts see them.
+        result = tasks.async_thread_name.enqueue()
+        drain()
+        self.assertTrue(tasks.async_thread_name.get_result(result.id).return_value.startswith("toosimpleq-"))
+
     def test_using_priority_and_queue(self):
         expected, ours = self.run_on_both(tasks.add.using(priority=-100, queue_name="reports"), 3)
         self.assert_same_result(expected, ours)

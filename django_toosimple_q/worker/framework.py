@@ -7,7 +7,6 @@ signals are sent with the backend's class as sender. The outcome is stored
 by the executor, as any other.
 """
 
-import asyncio
 import datetime
 import logging
 import traceback
@@ -30,6 +29,7 @@ from ..backend import (
     task_started,
 )
 from ..models import TaskExec
+from .coroutines import run_coroutine
 from .executor import preview
 
 logger = logging.getLogger("django_toosimple_q")
@@ -117,11 +117,6 @@ def _call(task, args, kwargs):
     if iscoroutinefunction(task.func):
         return run_coroutine(task.func(*args, **kwargs))
     return task.call(*args, **kwargs)
-
-
-def run_coroutine(coroutine):
-    """Run ``coroutine`` on a new event loop of this thread; returns what it returns."""
-    return asyncio.run(coroutine)
 
 
 def _failed(result, sender, error):

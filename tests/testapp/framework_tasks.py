@@ -8,6 +8,7 @@ project's. Each test runs them on Django's ImmediateBackend and on ours
 import asyncio
 import os
 import signal
+import threading
 import time
 
 try:
@@ -31,6 +32,11 @@ def add(a, b=0):
 async def async_add(a, b=0):
     await asyncio.sleep(0)
     return a + b
+
+
+@task
+async def async_thread_name():
+    return threading.current_thread().name
 
 
 @task
