@@ -1,10 +1,11 @@
 """Running a row that Django's task framework queued, as Django runs a task.
 
 The worker's executor hands such a row here: its Task is imported from the
-row's ``task_name`` (its module path), called through ``Task.call`` with a
-TaskContext when it takes one, and Django's task_started and task_finished
-signals are sent with the backend's class as sender. The outcome is stored
-by the executor, as any other.
+row's ``task_name`` (its module path) and called with a TaskContext when it
+takes one, through ``Task.call``, or for an ``async def`` task on an event
+loop of this thread (as the native API runs them); Django's task_started and
+task_finished signals are sent with the backend's class as sender. The
+outcome is stored by the executor, as any other.
 """
 
 import datetime
