@@ -336,12 +336,15 @@ class TaskExec(models.Model):
     dedup_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
     # Rows queued through Django's task framework (django.tasks): the TASKS
     # alias of the backend that queued them; empty for the native API.
-    backend = models.CharField(max_length=255, blank=True, default="", editable=False)
+    # Database defaults too, for rows written by SQL of one's own.
+    backend = models.CharField(max_length=255, blank=True, default="", db_default="", editable=False)
     # The run_after the call was queued with: ``due`` alone cannot tell
     # "no run_after" from a run_after that was already past.
     run_after = models.DateTimeField(null=True, blank=True, editable=False)
     # django.tasks reports each failure by the class of its exception.
-    error_class = models.CharField(max_length=1024, blank=True, default="", help_text="path of the exception's class")
+    error_class = models.CharField(
+        max_length=1024, blank=True, default="", db_default="", help_text="path of the exception's class"
+    )
 
     objects = TaskExecQuerySet.as_manager()
 
