@@ -3,7 +3,7 @@
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError, ProgrammingError
 from django.test import SimpleTestCase
 
-from django_toosimple_q.worker.errors import is_missing_table, is_transient
+from django_toosimple_q.worker.errors import is_schema_behind, is_transient
 
 
 class DriverError(Exception):
@@ -44,7 +44,9 @@ class ClassifierTests(SimpleTestCase):
             with self.subTest(error=error):
                 self.assertFalse(is_transient(error))
 
-    def test_missing_tables(self):
-        self.assertTrue(is_missing_table(OperationalError("no such table: toosimpleq_workerstatus")))
-        self.assertTrue(is_missing_table(with_sqlstate(ProgrammingError("relation does not exist"), "42P01")))
-        self.assertFalse(is_missing_table(DataError("value too long")))
+    def test_tables_and_columns_migrate_has_not_made_yet(self):
+        self.assertTrue(is_schema_behind(OperationalError("no such table: toosimpleq_workerstatus")))
+        self.assertTrue(is_schema_behind(OperationalError("table toosimpleq_workerstatus has no column named pid")))
+        self.assertTrue(is_schema_behind(with_sqlstate(ProgrammingError("relation does not exist"), "42P01")))
+        self.assertTrue(is_schema_behind(with_sqlstate(ProgrammingError('column "hostname" does not exist'), "42703")))
+        self.assertFalse(is_schema_behind(DataError("value too long")))

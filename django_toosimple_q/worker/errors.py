@@ -24,8 +24,10 @@ PERMANENT_SQLITE_MESSAGES = (
     "syntax error",
 )
 
-# A table not made yet: SQLite says "no such table", PostgreSQL 42P01.
-UNDEFINED_TABLE_SQLSTATE = "42P01"
+# A table or column not made yet: PostgreSQL's undefined table and column,
+# SQLite's words for them.
+UNDEFINED_SQLSTATES = ("42P01", "42703")
+UNDEFINED_SQLITE_MESSAGES = ("no such table", "no such column", "has no column")
 
 
 def is_transient(error):
@@ -41,7 +43,13 @@ def is_transient(error):
     return not any(permanent in message for permanent in PERMANENT_SQLITE_MESSAGES)
 
 
-def is_missing_table(error):
-    """Whether ``error`` says a table does not exist: ``migrate`` has not made it yet."""
+def is_schema_behind(error):
+    """Whether ``error`` says a table or column does not exist: ``migrate`` has not made it yet.
+
+    A worker started with the web server may come up before ``migrate``, or
+    while it runs, between two migrations.
+    """
     sqlstate = getattr(error.__cause__, "sqlstate", None)
-    return sqlstate == UNDEFINED_TABLE_SQLSTATE or "no such table" in str(error)
+    if sqlstate:
+        return sqlstate in UNDEFINED_SQLSTATES
+    return any(message in str(error) for message in UNDEFINED_SQLITE_MESSAGES)

@@ -186,7 +186,7 @@ class Worker:
                 self._register()
                 return True
             except (DatabaseError, InterfaceError) as error:
-                if not (errors.is_transient(error) or errors.is_missing_table(error)):
+                if not (errors.is_transient(error) or errors.is_schema_behind(error)):
                     logger.error("worker %s cannot register: %s", self.label, error)
                     self.exit_code = WorkerStatus.CRASHED_EXIT_CODE
                     return False
@@ -244,10 +244,11 @@ class Worker:
                     return
                 outage.reset()
             except (DatabaseError, InterfaceError) as error:
-                if not errors.is_transient(error):
+                if not (errors.is_transient(error) or errors.is_schema_behind(error)):
                     raise  # the worker crashes with it (exit 99): no retry would mend it
-                # The database went away (a restart, the network): running
-                # tasks go on, and so does this loop once it is back.
+                # The database went away (a restart, the network), or migrate
+                # is under way: running tasks go on, and so does this loop
+                # once it is back.
                 delay = outage.next_delay()
                 logger.warning("worker %s: database error (%s); retrying in %.1fs", self.label, error, delay)
                 connections.close_all()
