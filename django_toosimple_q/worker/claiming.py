@@ -94,6 +94,10 @@ def claim(worker_id, limit, queue_filter):
     if database.vendor == "postgresql":
         return _claim_returning(database, worker_id, limit, queue_filter, lock_clause=" FOR UPDATE SKIP LOCKED")
     if database.vendor == "sqlite":
+        if database.in_atomic_block:
+            # A caller's transaction (a TestCase) cannot begin another one:
+            # the UPDATE takes the write lock within it.
+            return _claim_returning(database, worker_id, limit, queue_filter)
         return _retry_while_locked(lambda: _claim_sqlite(database, worker_id, limit, queue_filter))
     return _claim_with_orm(worker_id, limit, queue_filter)
 
