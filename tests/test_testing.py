@@ -7,10 +7,11 @@ import threading
 
 from django.core.management import call_command
 from django.db import connection
-from django.test import TestCase, TransactionTestCase
+from django.test import TestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 
 import time_machine
+from django_toosimple_q import testing
 from django_toosimple_q.models import TaskExec, WorkerStatus
 from django_toosimple_q.registry import Schedule, schedules_registry
 
@@ -126,3 +127,82 @@ class WorkerOutsideTransactionTests(TransactionTestCase):
         self.assertEqual(len(threads), 1)
         self.assertNotEqual(threads[0], threading.current_thread().name)
         self.assertTrue(connection.get_autocommit())
+
+
+class ImmediateModeTests(TestCase):
+    """``queue()`` under ``testing.immediate()``: the task runs at once, its outcome stored."""
+
+    def test_queue_runs_the_task_and_stores_its_outcome(self):
+        with testing.immediate():
+            said = tasks.say.queue("hello")
+            failed = tasks.fail.queue("no")
+
+        self.assertEqual((said.state, said.return_value, said.stdout), (States.SUCCEEDED, 5, "hello\n"))
+        self.assertEqual(reload(said).state, States.SUCCEEDED)
+        self.assertIsNotNone(said.finished)
+        self.assertEqual(failed.state, States.FAILED)
+        self.assertIn("ValueError: no", failed.error)
+
+    def test_the_setting_does_the_same(self):
+        with override_settings(TOOSIMPLEQ_IMMEDIATE=True):
+            added = tasks.add.queue(2, 3)
+        self.assertEqual((added.state, added.return_value), (States.SUCCEEDED, 5))
+
+    def test_retries_without_delay_run_at_once_and_delayed_ones_wait(self):
+        with testing.immediate():
+            flaky = tasks.flaky.queue("immediate")
+            retried = tasks.retried.queue()
+
+        self.assertEqual(flaky.state, States.FAILED)
+        self.assertEqual(flaky.replaced_by.state, States.SUCCEEDED)
+        self.assertEqual(retried.state, States.FAILED)
+        self.assertEqual(retried.replaced_by.state, States.SLEEPING)
+
+    def test_a_task_due_later_is_stored_not_run(self):
+        later = timezone.now() + datetime.timedelta(hours=1)
+        with testing.immediate():
+            sleeping = tasks.unique.queue("later", due=later)
+            again = tasks.unique.queue("later", due=later)
+
+        self.assertEqual(sleeping.state, States.SLEEPING)
+        self.assertIs(again, False)  # unique: the same call waits
+        self.assertEqual(list(testing.queued(tasks.unique)), [sleeping])
+
+    def test_queue_many_and_options_are_kept(self):
+        with testing.immediate():
+            executions = tasks.add.queue_many([(1, 2), (3, 4)])
+            configured = tasks.configured.using(queue="elsewhere", priority=9).queue("x")
+
+        self.assertEqual([(e.state, e.return_value) for e in executions], [(States.SUCCEEDED, 3), (States.SUCCEEDED, 7)])
+        self.assertEqual((configured.state, configured.queue, configured.priority), (States.SUCCEEDED, "elsewhere", 9))
+
+    def test_tasks_queued_before_are_left_waiting(self):
+        waiting = tasks.echo.queue("before")
+        with testing.immediate():
+            tasks.echo.queue("during")
+        self.assertEqual(reload(waiting).state, States.QUEUED)
+
+
+class RunQueuedTests(TestCase):
+    def test_run_queued_runs_what_waits_in_claim_order(self):
+        low = tasks.echo.queue("low")
+        high = tasks.configured.queue("high")  # priority 5
+        later = tasks.echo.using(due=timezone.now() + datetime.timedelta(hours=1)).queue("later")
+
+        self.assertEqual(list(testing.queued()), [low, high, later])
+        self.assertEqual(list(testing.queued("tests.echo")), [low, later])
+
+        ran = testing.run_queued()
+
+        self.assertEqual([execution.pk for execution in ran], [high.pk, low.pk])
+        self.assertEqual([execution.state for execution in ran], [States.SUCCEEDED, States.SUCCEEDED])
+        self.assertEqual(list(testing.queued()), [later])
+
+    def test_run_queued_serves_the_queues_asked(self):
+        tasks.configured.queue("reports")  # queue "reports"
+        other = tasks.echo.queue("default")
+
+        ran = testing.run_queued(queues=["reports"])
+
+        self.assertEqual([execution.task_name for execution in ran], ["tests.configured"])
+        self.assertEqual(reload(other).state, States.QUEUED)

@@ -200,6 +200,28 @@ class Worker:
         self.exit_code = 0
         self._record_exit("")
 
+    def run_now(self, executions):
+        """Run ``executions`` on this thread at once, and the retries they queue without delay (immediate mode).
+
+        Those not QUEUED (SLEEPING until their due time, or refused as
+        duplicates) are left to wait. Each ends with its outcome stored.
+        """
+        ids = [execution.pk for execution in executions if execution and execution.state == TaskExec.States.QUEUED]
+        if not ids:
+            return
+        self._register()
+        while ids:
+            for task in claiming.claim_these(ids, self.status.pk):
+                executor.execute(task, self.status.pk)
+            ids = list(
+                TaskExec.objects.filter(replaces__in=ids, state=TaskExec.States.QUEUED).values_list("pk", flat=True)
+            )
+        self.exit_code = 0
+        self._record_exit("")
+        for execution in executions:
+            if execution:
+                execution.refresh_from_db()
+
     def _register_when_possible(self):
         """Register, waiting for the database (or its tables) as long as needed.
 
