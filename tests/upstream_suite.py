@@ -48,6 +48,7 @@ TAKEN_MODULES = {"django_toosimple_q/logging.py": "logging.py"}
 # Upstream's tests that fail here by design, with the reason (README, "Coming from 1.x").
 DIFFERENCES = {
     "tests_integration.TestIntegration.test_readme": "runs the code blocks of upstream's own README.md",
+    "tests_concurrency.ConcurrencyTest.test_task_graceful_stop": "SIGTERM gives running tasks --grace seconds",
 }
 
 DEFAULT_TIME_LIMIT = 60
