@@ -4,6 +4,7 @@ import datetime
 import io
 import logging
 import threading
+from unittest import skipUnless
 
 from django.core.management import call_command
 from django.db import connection
@@ -14,6 +15,7 @@ import time_machine
 from django_toosimple_q import testing
 from django_toosimple_q.models import TaskExec, WorkerStatus
 from django_toosimple_q.registry import Schedule, schedules_registry
+from django_toosimple_q.worker import Worker
 
 from .testapp import tasks
 from .testapp.models import Execution
@@ -114,6 +116,17 @@ class WorkerInTransactionTests(TestCase):
 
 
 class WorkerOutsideTransactionTests(TransactionTestCase):
+    @skipUnless(connection.vendor == "sqlite", "SQLite refuses a BEGIN inside a transaction")
+    def test_a_transaction_it_cannot_begin_stops_the_worker(self):
+        tasks.add.queue(1)
+        # A transaction Django does not know of: the claim's BEGIN IMMEDIATE fails at every try.
+        connection.ensure_connection()
+        connection.connection.execute("BEGIN")  # undone when the worker closes its connections
+
+        worker = Worker(until_done=True, schedules=False)
+
+        self.assertEqual(worker.run(), WorkerStatus.CRASHED_EXIT_CODE)
+
     def test_the_worker_runs_its_tasks_on_a_pool_thread(self):
         threads = []
         tasks.add.queue(1)
