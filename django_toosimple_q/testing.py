@@ -7,6 +7,7 @@ calling thread and connection; these helpers make that one line.
 from django.test import override_settings
 
 from .models import TaskExec
+from .registry import registered_task
 from .worker import Worker
 
 
@@ -41,9 +42,9 @@ def run_queued(*, queues=(), excluded_queues=(), schedules=False, max_tasks=None
 def queued(task=None):
     """The executions waiting to run (QUEUED, or SLEEPING until their due time), oldest first.
 
-    ``task``: only those of this task (the task, or its name).
+    ``task``: only those of this task (the registered function, or its name).
     """
     waiting = TaskExec.objects.filter(state__in=TaskExec.WAITING_STATES).order_by("created", "id")
     if task is not None:
-        waiting = waiting.filter(task_name=getattr(task, "name", task))
+        waiting = waiting.filter(task_name=task if isinstance(task, str) else registered_task(task).name)
     return waiting

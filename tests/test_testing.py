@@ -55,7 +55,7 @@ class WorkerInTransactionTests(TestCase):
 
         self.assertIn("inside a transaction", log)
         self.assertEqual(reload(added).state, States.SUCCEEDED)
-        self.assertEqual(reload(added).return_value, 3)
+        self.assertEqual(reload(added).result, 3)
         self.assertEqual(reload(recorded).state, States.SUCCEEDED)
         self.assertTrue(Execution.objects.filter(key="in a test").exists())
         self.assertEqual(reload(failed).state, States.FAILED)
@@ -91,7 +91,7 @@ class WorkerInTransactionTests(TestCase):
         first = reload(flaky)
         self.assertEqual(first.state, States.FAILED)
         self.assertEqual(first.replaced_by.state, States.SUCCEEDED)
-        self.assertEqual(first.replaced_by.return_value, "second run")
+        self.assertEqual(first.replaced_by.result, "second run")
 
     def test_a_delayed_retry_waits_for_its_time(self):
         with time_machine.travel(timezone.now(), tick=False) as clock:
@@ -105,14 +105,14 @@ class WorkerInTransactionTests(TestCase):
             self.assertEqual(reload(retry).state, States.FAILED)
 
     def test_schedules_are_queued_and_run(self):
-        schedule = Schedule(tasks.echo, "* * * * *", name="tests.every minute", args=["tick"], last_run=None)
+        schedule = Schedule(tasks.echo._task, "* * * * *", name="tests.every minute", args=["tick"], last_run=None)
         schedules_registry[schedule.name] = schedule
         self.addCleanup(schedules_registry.pop, schedule.name)
 
         call_command("worker", "--until_done")
 
         execution = TaskExec.objects.get(task_name="tests.echo")
-        self.assertEqual((execution.state, execution.return_value), (States.SUCCEEDED, "tick"))
+        self.assertEqual((execution.state, execution.result), (States.SUCCEEDED, "tick"))
 
 
 class WorkerOutsideTransactionTests(TransactionTestCase):
@@ -130,9 +130,10 @@ class WorkerOutsideTransactionTests(TransactionTestCase):
     def test_the_worker_runs_its_tasks_on_a_pool_thread(self):
         threads = []
         tasks.add.queue(1)
-        original = tasks.add.func
-        self.addCleanup(setattr, tasks.add, "func", original)
-        tasks.add.func = lambda *args: threads.append(threading.current_thread().name) or original(*args)
+        task = tasks.add._task
+        original = task.func
+        self.addCleanup(setattr, task, "func", original)
+        task.func = lambda *args: threads.append(threading.current_thread().name) or original(*args)
 
         log = call_worker("--until_done")
 
@@ -150,7 +151,7 @@ class ImmediateModeTests(TestCase):
             said = tasks.say.queue("hello")
             failed = tasks.fail.queue("no")
 
-        self.assertEqual((said.state, said.return_value, said.stdout), (States.SUCCEEDED, 5, "hello\n"))
+        self.assertEqual((said.state, said.result, said.stdout), (States.SUCCEEDED, 5, "hello\n"))
         self.assertEqual(reload(said).state, States.SUCCEEDED)
         self.assertIsNotNone(said.finished)
         self.assertEqual(failed.state, States.FAILED)
@@ -159,7 +160,7 @@ class ImmediateModeTests(TestCase):
     def test_the_setting_does_the_same(self):
         with override_settings(TOOSIMPLEQ_IMMEDIATE=True):
             added = tasks.add.queue(2, 3)
-        self.assertEqual((added.state, added.return_value), (States.SUCCEEDED, 5))
+        self.assertEqual((added.state, added.result), (States.SUCCEEDED, 5))
 
     def test_retries_without_delay_run_at_once_and_delayed_ones_wait(self):
         with testing.immediate():
@@ -186,7 +187,7 @@ class ImmediateModeTests(TestCase):
             executions = tasks.add.queue_many([(1, 2), (3, 4)])
             configured = tasks.configured.using(queue="elsewhere", priority=9).queue("x")
 
-        self.assertEqual([(e.state, e.return_value) for e in executions], [(States.SUCCEEDED, 3), (States.SUCCEEDED, 7)])
+        self.assertEqual([(e.state, e.result) for e in executions], [(States.SUCCEEDED, 3), (States.SUCCEEDED, 7)])
         self.assertEqual((configured.state, configured.queue, configured.priority), (States.SUCCEEDED, "elsewhere", 9))
 
     def test_tasks_queued_before_are_left_waiting(self):
