@@ -62,6 +62,13 @@ class WorkerInTransactionTests(TestCase):
         self.assertIn("ValueError: no", reload(failed).error)
         self.assertEqual(WorkerStatus.objects.get().exit_code, 0)
 
+    def test_without_flags_it_stops_when_nothing_is_left(self):
+        added = tasks.add.queue(4)
+
+        call_worker()
+
+        self.assertEqual(reload(added).state, States.SUCCEEDED)
+
     def test_a_database_error_in_a_task_leaves_the_transaction_usable(self):
         tasks.record.queue("twice")
         second = tasks.record.queue("twice")  # its insert breaks the unique key
