@@ -218,7 +218,7 @@ def main():
                 explained = test in DIFFERENCES
                 if outcome not in ("passed", "skipped") and not explained:
                     unexplained.append(f"{database}: {test}")
-                note = f" ({DIFFERENCES[test]})" if explained and outcome != "passed" else ""
+                note = f" ({DIFFERENCES[test]})" if explained and outcome in ("failed", "error") else ""
                 log(f"{database}: {outcome.upper():8} {test}: {reason}{note}" if reason else f"{database}: {outcome.upper():8} {test}")
             log(f"{database}: {counts['passed']} of {len(results)} passed, {counts['failed']} failed, {counts['skipped']} skipped")
             for key in totals:
