@@ -219,6 +219,15 @@ class RunQueuedTests(TestCase):
         self.assertEqual([execution.state for execution in ran], [States.SUCCEEDED, States.SUCCEEDED])
         self.assertEqual(list(testing.queued()), [later])
 
+    def test_run_queued_returns_them_in_the_order_they_ran_under_a_frozen_clock(self):
+        with time_machine.travel(timezone.now(), tick=False):
+            low = tasks.echo.queue("low")
+            high = tasks.configured.queue("high")
+
+            ran = testing.run_queued()
+
+        self.assertEqual([execution.pk for execution in ran], [high.pk, low.pk])
+
     def test_run_queued_serves_the_queues_asked(self):
         tasks.configured.queue("reports")  # queue "reports"
         other = tasks.echo.queue("default")
