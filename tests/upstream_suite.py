@@ -65,9 +65,9 @@ NOT_YET = {
             "tests_admin.TestAdmin.test_manual_schedule_admin",
             "tests_admin.TestAdmin.test_schedule_admin_force_action",
         ],
-        "the admin posts no action_force_run (its action is run_now)",
+        "the admin has no action_force_run (its action is run_now)",
     ),
-    "tests_admin.TestAdmin.test_task_admin_requeue_action": "the admin posts no action_requeue (its action is requeue)",
+    "tests_admin.TestAdmin.test_task_admin_requeue_action": "the admin has no action_requeue (its action is requeue)",
     "tests_schedules.TestSchedules.test_cron_timezone": "ScheduleExec has no upcomming_due",
     "tests_schedules.TestSchedules.test_schedule": (
         "the first run of run_on_creation gets now as datetime_kwarg, upstream the latest occurrence"
