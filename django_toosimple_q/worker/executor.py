@@ -43,7 +43,7 @@ def execute(claimed, worker_id, give_up=lambda: True):
         outcome = {"state": States.INVALID, "error": str(error)}
     else:
         logger.debug("running %s #%s (attempt %s)", claimed.task_name, claimed.id, claimed.attempt)
-        with captured_output() as output:
+        with captured_output() as output, savepoint_in_callers_transaction():
             outcome = run()
         outcome["stdout"], outcome["stderr"] = output.stdout, output.stderr
         # Before the outcome is written: a connection the task left in a
@@ -72,10 +72,9 @@ def _runner(claimed, worker_id):
 def _call(task, claimed):
     """Run the task's function; its outcome: the state, and the result or the error."""
     try:
-        with savepoint_in_callers_transaction():
-            value = task.func(*claimed.args, **claimed.kwargs)
-            if inspect.iscoroutine(value):
-                value = run_coroutine(value)
+        value = task.func(*claimed.args, **claimed.kwargs)
+        if inspect.iscoroutine(value):
+            value = run_coroutine(value)
     except BaseException:  # noqa: B036 - SystemExit and KeyboardInterrupt fail the task, not the worker
         return {"state": States.FAILED, "error": traceback.format_exc()}
     return _succeeded(value, claimed)
