@@ -14,13 +14,17 @@ RUN_ARGS ?=
 
 PACKAGING := setup.cfg pyproject.toml
 
-.PHONY: test test-django52 chaos demo clean
+.PHONY: test test-django52 upstream-suite chaos demo clean
 
 test: .venv/.installed
 	.venv/bin/python tests/run.py $(RUN_ARGS)
 
 test-django52: .venv-django52/.installed
 	.venv-django52/bin/python tests/run.py $(RUN_ARGS)
+
+# Upstream 1.2.1's own tests against this package: make upstream-suite RUN_ARGS="--db sqlite"
+upstream-suite: .venv/.installed
+	.venv/bin/python tests/upstream_suite.py $(RUN_ARGS)
 
 # The long chaos scenarios, and their table: make chaos RUN_ARGS="--db postgres -k kill"
 chaos: .venv/.installed

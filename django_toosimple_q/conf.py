@@ -27,6 +27,8 @@ DEFAULTS = {
     "TOOSIMPLEQ_EMBEDDED_THREADS": 2,
     "TOOSIMPLEQ_EMBEDDED_QUEUES": None,
     "TOOSIMPLEQ_EMBEDDED_EXCLUDE_QUEUES": None,
+    # queue() runs the task at once in the caller's thread (tests; see django_toosimple_q.testing).
+    "TOOSIMPLEQ_IMMEDIATE": False,
     # PostgreSQL: whether workers prepare their claim and finish statements.
     # None: yes, unless the database has DISABLE_SERVER_SIDE_CURSORS.
     "TOOSIMPLEQ_PREPARED_STATEMENTS": None,

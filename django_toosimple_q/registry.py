@@ -10,7 +10,7 @@ from typing import NamedTuple
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from . import serialization
+from . import conf, serialization
 from .cron import Cron
 
 tasks_registry = {}
@@ -102,14 +102,19 @@ class Task:
 
     def enqueue_many(self, calls, *, priority=None, queue=None):
         """queue_many() with its options apart, each call a ``Call``."""
-        from .models import TaskExec
+        from .models import TaskExec, default_label
 
-        return TaskExec.objects.enqueue_many(
+        executions = TaskExec.objects.enqueue_many(
             self,
             calls,
             priority=self.priority if priority is None else priority,
             queue=self.queue_name if queue is None else queue,
         )
+        if conf.IMMEDIATE:
+            from .worker import Worker
+
+            Worker(label=f"immediate-{default_label()}", schedules=False).run_now(executions)
+        return executions
 
 
 class ConfiguredTask:

@@ -94,6 +94,10 @@ def claim(worker_id, limit, queue_filter):
     if database.vendor == "postgresql":
         return _claim_returning(database, worker_id, limit, queue_filter, lock_clause=" FOR UPDATE SKIP LOCKED")
     if database.vendor == "sqlite":
+        if database.in_atomic_block:
+            # A caller's transaction (a TestCase) cannot begin another one:
+            # the UPDATE takes the write lock within it.
+            return _claim_returning(database, worker_id, limit, queue_filter)
         return _retry_while_locked(lambda: _claim_sqlite(database, worker_id, limit, queue_filter))
     return _claim_with_orm(worker_id, limit, queue_filter)
 
@@ -220,11 +224,22 @@ def _claim_with_orm(worker_id, limit, queue_filter):
             .order_by("-priority", "due", "id")
             .values_list("id", flat=True)[:limit]
         )
-        TaskExec.objects.filter(id__in=ids).update(
-            state=States.PROCESSING, started=timezone.now(), worker_id=worker_id, dedup_key=None
-        )
-        rows = TaskExec.objects.filter(id__in=ids).values_list(*CLAIMED_COLUMNS)
-        return [ClaimedTask(*row) for row in rows]
+        return _take(ids, worker_id)
+
+
+def claim_these(ids, worker_id):
+    """Flip those of the executions ``ids`` still QUEUED to PROCESSING for this worker, and return them in claim order."""
+    with transaction.atomic():
+        return _take(ids, worker_id)
+
+
+def _take(ids, worker_id):
+    TaskExec.objects.filter(id__in=ids, state=States.QUEUED).update(
+        state=States.PROCESSING, started=timezone.now(), worker_id=worker_id, dedup_key=None
+    )
+    taken = TaskExec.objects.filter(id__in=ids, state=States.PROCESSING, worker_id=worker_id)
+    rows = taken.order_by("-priority", "due", "id").values_list(*CLAIMED_COLUMNS)
+    return [ClaimedTask(*row) for row in rows]
 
 
 # The columns that hold JSON: Django has the drivers return it as text, for

@@ -5,6 +5,7 @@ that was taken for dead and whose tasks were handed to another cannot
 overwrite their outcome.
 """
 
+import contextlib
 import datetime
 import functools
 import inspect
@@ -12,7 +13,7 @@ import logging
 import time
 import traceback
 
-from django.db import DatabaseError, InterfaceError, connections, transaction
+from django.db import DatabaseError, InterfaceError, connections, router, transaction
 from django.utils import timezone
 
 from .. import conf, serialization
@@ -42,7 +43,7 @@ def execute(claimed, worker_id, give_up=lambda: True):
         outcome = {"state": States.INVALID, "error": str(error)}
     else:
         logger.debug("running %s #%s (attempt %s)", claimed.task_name, claimed.id, claimed.attempt)
-        with captured_output() as output:
+        with captured_output() as output, savepoint_in_callers_transaction():
             outcome = run()
         outcome["stdout"], outcome["stderr"] = output.stdout, output.stderr
         # Before the outcome is written: a connection the task left in a
@@ -128,7 +129,8 @@ def _store_through_outages(store, claimed, worker_id, give_up, outcome):
     backoff = Backoff()
     while True:
         try:
-            return store(claimed, worker_id, outcome)
+            with savepoint_in_callers_transaction():
+                return store(claimed, worker_id, outcome)
         except (DatabaseError, InterfaceError) as error:
             if not errors.is_transient(error) or give_up():
                 raise
@@ -186,6 +188,31 @@ def _finish_and_retry(claimed, worker_id, outcome):
             transaction.set_rollback(True)
 
 
+@contextlib.contextmanager
+def savepoint_in_callers_transaction():
+    """Within the caller's transaction (see Worker), what an error in this block does to it.
+
+    Outside, each statement commits by itself and a failed one undoes only
+    itself. Inside, the same: the writes before an error are kept, unless
+    the error aborted the transaction (PostgreSQL, after a failed
+    statement), when they are undone back to this block's start so that
+    the caller's transaction goes on.
+    """
+    database = connections[router.db_for_write(TaskExec)]
+    if not database.in_atomic_block:
+        yield
+        return
+    savepoint = transaction.savepoint(using=database.alias)
+    try:
+        yield
+    finally:
+        try:
+            transaction.savepoint_commit(savepoint, using=database.alias)
+        except DatabaseError:  # the transaction was aborted: only a rollback is allowed
+            transaction.set_rollback(False, using=database.alias)  # lets the rollback through, as atomic() does
+            transaction.savepoint_rollback(savepoint, using=database.alias)
+
+
 def recycle_connections():
     """Keep this thread's connections for its next task, unless the task left them unfit.
 
@@ -197,6 +224,8 @@ def recycle_connections():
     thread, so keeping them leaks nothing.
     """
     for connection in connections.all(initialized_only=True):
+        if connection.in_atomic_block:
+            continue  # the caller's transaction (a TestCase): its own, to keep
         if connection.settings_dict["CONN_MAX_AGE"] == 0:
             connection.close_at = None
         connection.close_if_unusable_or_obsolete()

@@ -17,7 +17,7 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, wait
 
-from django.db import DatabaseError, InterfaceError, connection, connections
+from django.db import DatabaseError, InterfaceError, connection, connections, router
 from django.utils import timezone
 
 from .. import conf, wakeup
@@ -144,6 +144,9 @@ class Worker:
     # The loop thread.
 
     def _run(self):
+        if in_callers_transaction():
+            self._run_in_callers_transaction()
+            return
         if not self._register_when_possible():
             return
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix=f"toosimpleq-{self.label}")
@@ -170,6 +173,54 @@ class Worker:
                 listener.join()
             self._record_exit(exit_log)
             connections.close_all()
+
+    def _run_in_callers_transaction(self):
+        """Run the waiting tasks one after another on this thread, then stop.
+
+        The caller's transaction (a TestCase) holds rows no other connection
+        sees, and on SQLite no claim could begin a transaction of its own:
+        the tasks run here, on its connection, each outcome in a savepoint.
+        Nothing committed elsewhere can reach this worker, so it stops when
+        nothing is left. An error of the engine is raised to the caller,
+        whose transaction it is, rather than retried.
+        """
+        self._register()
+        logger.info(
+            "worker %s runs inside a transaction: tasks run one at a time on the calling thread, "
+            "and it stops when none is left",
+            self.label,
+        )
+        while not self._stopping.is_set() and self._budget_left() > 0:
+            self._poll()
+            claimed = claiming.claim(self.status.pk, 1, self.queue_filter)
+            if not claimed:
+                break
+            self._claimed_count += 1
+            executor.execute(claimed[0], self.status.pk)
+        self.exit_code = 0
+        self._record_exit("")
+
+    def run_now(self, executions):
+        """Run ``executions`` on this thread at once, and the retries they queue without delay (immediate mode).
+
+        Those not QUEUED (SLEEPING until their due time, or refused as
+        duplicates) are left to wait. Each ends with its outcome stored.
+        """
+        ids = [execution.pk for execution in executions if execution and execution.state == TaskExec.States.QUEUED]
+        if not ids:
+            return
+        self._register()
+        while ids:
+            for task in claiming.claim_these(ids, self.status.pk):
+                executor.execute(task, self.status.pk)
+            ids = list(
+                TaskExec.objects.filter(replaces__in=ids, state=TaskExec.States.QUEUED).values_list("pk", flat=True)
+            )
+        self.exit_code = 0
+        self._record_exit("")
+        for execution in executions:
+            if execution:
+                execution.refresh_from_db()
 
     def _register_when_possible(self):
         """Register, waiting for the database (or its tables) as long as needed.
@@ -408,6 +459,10 @@ class Worker:
         except RuntimeError:
             pass  # the interpreter is exiting: the pool's threads, and their connections, are gone
 
+
+def in_callers_transaction():
+    """Whether the calling thread is inside a transaction on the queue's database."""
+    return connections[router.db_for_write(TaskExec)].in_atomic_block
 
 
 def exit_leaving_task_threads(exit_code):

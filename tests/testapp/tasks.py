@@ -79,6 +79,12 @@ def sleep(seconds):
     return seconds
 
 
+@register_task("tests.say")
+def say(text):
+    print(text)
+    return len(text)
+
+
 @register_task("tests.fail")
 def fail(message="boom"):
     raise ValueError(message)
