@@ -98,6 +98,8 @@ class Worker:
         self._stopping = threading.Event()
         self._grace_deadline = None
         self._thread = None
+        self._outage = False  # the database went away, and no heartbeat reached it since
+        self._database_back = None  # when a heartbeat last reached it after an outage
 
     # Control, from any thread.
 
@@ -193,6 +195,7 @@ class Worker:
                 if not said:
                     logger.warning("worker %s waits for the database, or for migrate (%s)", self.label, error)
                     said = True
+                self._outage = True
                 connections.close_all()
                 self._stopping.wait(backoff.next_delay())
         self.exit_code = 0
@@ -249,6 +252,7 @@ class Worker:
                 # The database went away (a restart, the network), or migrate
                 # is under way: running tasks go on, and so does this loop
                 # once it is back.
+                self._outage = True
                 delay = outage.next_delay()
                 logger.warning("worker %s: database error (%s); retrying in %.1fs", self.label, error, delay)
                 connections.close_all()
@@ -287,7 +291,11 @@ class Worker:
 
     def _heartbeat(self):
         self._beat()
-        recovery.reap_dead_workers()
+        if self._outage:
+            self._outage = False
+            self._database_back = timezone.now()
+            logger.info("worker %s: the database is back; its peers get their full timeout to beat again", self.label)
+        recovery.reap_dead_workers(database_back=self._database_back)
 
     def _beat(self):
         WorkerStatus.objects.filter(pk=self.status.pk).update(last_tick=timezone.now())
