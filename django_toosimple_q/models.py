@@ -426,6 +426,9 @@ class WorkerStatus(models.Model):
     # period and were interrupted; an error in the worker's own loop exits 99.
     INTERRUPTED_EXIT_CODE = 77
     CRASHED_EXIT_CODE = 99
+    # It abandoned more threads stuck past a task's timeout than
+    # TOOSIMPLEQ_MAX_ABANDONED_THREADS: a fresh process gets them back.
+    ABANDONED_THREADS_EXIT_CODE = 78
 
     id = models.BigAutoField(primary_key=True)
     label = models.CharField(max_length=1024)
@@ -439,6 +442,9 @@ class WorkerStatus(models.Model):
     # Each worker's own (worker --timeout): whoever reaps it reads it here.
     timeout = models.DurationField(
         default=default_worker_timeout, help_text="without a heartbeat for this long, it is taken for dead"
+    )
+    abandoned_threads = models.PositiveIntegerField(
+        default=0, help_text="threads left stuck in a task past its timeout"
     )
     stopped = models.DateTimeField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)

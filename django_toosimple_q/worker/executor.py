@@ -22,6 +22,7 @@ from . import claiming, errors
 from .coroutines import run_coroutine
 from .backoff import Backoff
 from .capture import captured_output
+from .timeouts import TaskTimeout
 
 logger = logging.getLogger("django_toosimple_q")
 
@@ -29,11 +30,13 @@ States = TaskExec.States
 PREVIEW_LENGTH = TaskExec._meta.get_field("result_preview").max_length
 
 
-def execute(claimed, worker_id, give_up=lambda: True):
+def execute(claimed, worker_id, give_up=lambda: True, watch=None):
     """Run ``claimed`` (a ClaimedTask) in this thread and store how it ended.
 
     When the database is away, storing the outcome is tried again until it
-    is back or ``give_up()`` is true.
+    is back or ``give_up()`` is true. ``watch`` (a timeouts.Watch) ends the
+    task at its timeout; once it abandoned this thread, the outcome is
+    stored from another one (``store_timed_out``) and this one stores nothing.
     """
     try:
         run = _runner(claimed, worker_id)
@@ -43,13 +46,39 @@ def execute(claimed, worker_id, give_up=lambda: True):
     else:
         logger.debug("running %s #%s (attempt %s)", claimed.task_name, claimed.id, claimed.attempt)
         with captured_output() as output:
-            outcome = run()
+            outcome = _run_watched(run, watch)
+        if watch is not None and watch.abandoned:
+            # Its outcome is stored already, and the worker no longer counts this thread.
+            connections.close_all()
+            return
         outcome["stdout"], outcome["stderr"] = output.stdout, output.stderr
         # Before the outcome is written: a connection the task left in a
         # transaction would take the outcome into it, and roll it back.
         recycle_connections()
     outcome["finished"] = timezone.now()
     _store(claimed, worker_id, give_up, outcome)
+
+
+def store_timed_out(claimed, worker_id, seconds, give_up=lambda: True):
+    """Store that ``claimed`` timed out, its thread abandoned: what that thread will not store."""
+    outcome = {"state": States.FAILED, "error": _timed_out(seconds) + ": its thread was stuck and is abandoned"}
+    outcome["finished"] = timezone.now()
+    _store(claimed, worker_id, give_up, outcome)
+
+
+def _run_watched(run, watch):
+    """``run()``, ended by TaskTimeout at ``watch``'s deadline (an async task too: it runs on this thread)."""
+    if watch is None:
+        return run()
+    try:
+        with watch:
+            return run()
+    except TaskTimeout:
+        return {"state": States.FAILED, "error": f"{_timed_out(watch.seconds)}\n{traceback.format_exc()}"}
+
+
+def _timed_out(seconds):
+    return f"timed out after {seconds:g} s"
 
 
 def _runner(claimed, worker_id):
@@ -74,6 +103,8 @@ def _call(task, claimed):
         value = task.func(*claimed.args, **claimed.kwargs)
         if inspect.iscoroutine(value):
             value = run_coroutine(value)
+    except TaskTimeout:
+        raise  # the timeout's, not the task's: see _run_watched
     except BaseException:  # noqa: B036 - SystemExit and KeyboardInterrupt fail the task, not the worker
         return {"state": States.FAILED, "error": traceback.format_exc()}
     return _succeeded(value, claimed)

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from .. import conf, wakeup
 from ..models import TaskExec, WorkerStatus, default_label
-from . import claiming, errors, executor, recovery
+from . import claiming, errors, executor, recovery, timeouts
 from .backoff import Backoff
 from .claiming import QueueFilter
 from .scheduler import Scheduler
@@ -89,6 +89,8 @@ class Worker:
         self.exit_code = None
         self._claimed_count = 0
         self._running = {}  # future -> ClaimedTask
+        self._watches = {}  # future -> timeouts.Watch, for the tasks that have a timeout
+        self.abandoned_threads = 0
         # Tasks whose last run was interrupted, claimed, waiting to run alone;
         # and the future of the one running alone.
         self._held = []
@@ -148,7 +150,10 @@ class Worker:
     def _run(self):
         if not self._register_when_possible():
             return
-        pool = ThreadPoolExecutor(self.threads, thread_name_prefix=f"toosimpleq-{self.label}")
+        # Room for the threads it may abandon: each one's capacity is replaced.
+        pool = ThreadPoolExecutor(
+            self.threads + conf.MAX_ABANDONED_THREADS, thread_name_prefix=f"toosimpleq-{self.label}"
+        )
         listener = self._start_listener()
         wakeup.add_local_worker(self)
         exit_log = ""
@@ -156,6 +161,8 @@ class Worker:
             self._loop(pool)
             claiming.release([task.id for task in self._held], self.status.pk)
             self.exit_code = self._finish_running()
+            if self.abandoned_threads > conf.MAX_ABANDONED_THREADS:
+                self.exit_code = WorkerStatus.ABANDONED_THREADS_EXIT_CODE
             if not self.running_count:
                 self._close_pool_connections(pool)
             # Tasks interrupted after the grace period are left to their
@@ -273,6 +280,7 @@ class Worker:
         if now >= self._next_poll:
             self._poll()
             self._next_poll = now + self.tick
+        next_deadline = self._enforce_timeouts(pool)
         free = 0 if self._isolating() else min(self.threads - self.running_count, self._budget_left())
         claimed = self._hold_suspects(claiming.claim(self.status.pk, free, self.queue_filter))
         if self._submit_all(pool, claimed) is None:
@@ -286,7 +294,8 @@ class Worker:
             return True
         if claimed and len(claimed) == free:
             return False  # all free threads got work: there may be more
-        self._wake.wait(timeout=max(0.0, min(self._next_poll, self._next_heartbeat) - time.monotonic()))
+        wake_at = min(self._next_poll, self._next_heartbeat, next_deadline)
+        self._wake.wait(timeout=max(0.0, wake_at - time.monotonic()))
         return False
 
     def _heartbeat(self):
@@ -332,8 +341,10 @@ class Worker:
         """Hand the claimed tasks to the pool; their futures, or None if it takes no more work."""
         futures = []
         for position, task in enumerate(claimed):
+            seconds = timeouts.limit_of(task.task_name)
+            watch = None if seconds is None else timeouts.Watch(seconds)
             try:
-                future = pool.submit(self._execute, task)
+                future = pool.submit(self._execute, task, watch)
             except RuntimeError:
                 # The interpreter is exiting and its pools take no more
                 # work: what was claimed goes back to the queue.
@@ -341,15 +352,64 @@ class Worker:
                 self.stop()
                 return None
             self._claimed_count += 1
-            with self._running_lock:
-                self._running[future] = task
-            future.add_done_callback(self._task_done)
+            self._track(future, task, watch)
             futures.append(future)
         return futures
 
-    def _execute(self, task):
+    def _track(self, future, task, watch=None):
+        with self._running_lock:
+            self._running[future] = task
+            if watch is not None:
+                self._watches[future] = watch
+        future.add_done_callback(self._task_done)
+
+    def _execute(self, task, watch):
         try:
-            executor.execute(task, self.status.pk, give_up=self._stopping_now)
+            executor.execute(task, self.status.pk, give_up=self._stopping_now, watch=watch)
+        except Exception:
+            logger.exception("could not store the outcome of %s #%s", task.task_name, task.id)
+
+    def _enforce_timeouts(self, pool):
+        """End the tasks past their timeout, abandon the threads stuck in them; returns the next deadline."""
+        now = time.monotonic()
+        with self._running_lock:
+            watched = list(self._watches.items())
+        for future, watch in watched:
+            if watch.check(now):
+                self._abandon(pool, future, watch)
+        with self._running_lock:
+            return min((watch.next_check() for watch in self._watches.values()), default=math.inf)
+
+    def _abandon(self, pool, future, watch):
+        """Stop counting ``future``'s thread, stuck past its timeout; store its task's outcome from another."""
+        with self._running_lock:
+            task = self._running.pop(future)
+            self._watches.pop(future)
+        self.abandoned_threads += 1
+        WorkerStatus.objects.filter(pk=self.status.pk).update(abandoned_threads=self.abandoned_threads)
+        logger.error(
+            "%s #%s timed out after %ss and its thread ignores it: thread abandoned (%s so far)",
+            task.task_name,
+            task.id,
+            watch.seconds,
+            self.abandoned_threads,
+        )
+        stored = pool.submit(self._store_timed_out, task, watch.seconds)
+        self._track(stored, task)
+        if self._alone is future:  # a task running alone: the others wait until its outcome is stored
+            self._alone = stored
+        if self.abandoned_threads > conf.MAX_ABANDONED_THREADS:
+            logger.error(
+                "worker %s abandoned more than TOOSIMPLEQ_MAX_ABANDONED_THREADS (%s) threads: it stops, exit code %s",
+                self.label,
+                conf.MAX_ABANDONED_THREADS,
+                WorkerStatus.ABANDONED_THREADS_EXIT_CODE,
+            )
+            self.stop()
+
+    def _store_timed_out(self, task, seconds):
+        try:
+            executor.store_timed_out(task, self.status.pk, seconds, give_up=self._stopping_now)
         except Exception:
             logger.exception("could not store the outcome of %s #%s", task.task_name, task.id)
 
@@ -360,6 +420,7 @@ class Worker:
     def _task_done(self, future):
         with self._running_lock:
             self._running.pop(future, None)
+            self._watches.pop(future, None)
         self._wake.set()
 
     def _done(self, claimed):
