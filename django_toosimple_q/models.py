@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 
-from . import conf, serialization, wakeup
+from . import conf, serialization, signals, wakeup
 from .fields import TaggedJSONField
 
 
@@ -47,7 +47,10 @@ class TaskExecQuerySet(models.QuerySet):
                 execution.dedup_key = dedup_key(task.name, encoded_args, encoded_kwargs)
             executions.append(execution)
         inserted = _insert_waiting(executions)
-        return [execution if stored else False for execution, stored in zip(executions, inserted)]
+        queued = [execution if stored else False for execution, stored in zip(executions, inserted)]
+        if signals.task_queued.receivers:
+            _send_queued_on_commit([execution for execution in queued if execution])
+        return queued
 
     def requeue(self, execution, **changes):
         """Store another run of ``execution``'s call: a retry, a replacement.
@@ -72,6 +75,18 @@ class TaskExecQuerySet(models.QuerySet):
         return self.filter(state__in=TaskExec.WAITING_STATES).update(
             state=TaskExec.States.CANCELLED, dedup_key=None, finished=timezone.now()
         )
+
+
+def _send_queued_on_commit(executions):
+    """task_queued for each of ``executions``, once they are committed (never, if rolled back)."""
+    if not executions:
+        return
+
+    def send():
+        for execution in executions:
+            signals.send(signals.task_queued, TaskExec, execution=execution)
+
+    transaction.on_commit(send, using=executions[0]._state.db)
 
 
 # What another run of a call copies from the execution it follows.

@@ -15,7 +15,7 @@ import traceback
 from django.db import DatabaseError, InterfaceError, connections, transaction
 from django.utils import timezone
 
-from .. import conf, serialization
+from .. import conf, serialization, signals
 from ..models import TaskExec
 from ..registry import tasks_registry
 from . import claiming, errors
@@ -38,13 +38,17 @@ def execute(claimed, worker_id, give_up=lambda: True, watch=None):
     task at its timeout; once it abandoned this thread, the outcome is
     stored from another one (``store_timed_out``) and this one stores nothing.
     """
+    started = time.monotonic()
     try:
         run = _runner(claimed, worker_id)
     except LookupError as error:
-        logger.error("%s (execution #%s)", error, claimed.id)
+        logger.error("%s (execution #%s)", error, claimed.id, extra=log_extra(claimed, worker_id))
         outcome = {"state": States.INVALID, "error": str(error)}
     else:
-        logger.debug("running %s #%s (attempt %s)", claimed.task_name, claimed.id, claimed.attempt)
+        if logger.isEnabledFor(logging.DEBUG):
+            extra = log_extra(claimed, worker_id)
+            logger.debug("running %s #%s (attempt %s)", claimed.task_name, claimed.id, claimed.attempt, extra=extra)
+        signals.send(signals.task_started, TaskExec, execution=claimed, worker_id=worker_id)
         with captured_output() as output:
             outcome = _run_watched(run, watch)
         if watch is not None and watch.abandoned:
@@ -56,7 +60,26 @@ def execute(claimed, worker_id, give_up=lambda: True, watch=None):
         # transaction would take the outcome into it, and roll it back.
         recycle_connections()
     outcome["finished"] = timezone.now()
-    _store(claimed, worker_id, give_up, outcome)
+    # DEBUG, as the line before: one line per task would slow a busy worker.
+    if _store(claimed, worker_id, give_up, outcome) and logger.isEnabledFor(logging.DEBUG):
+        duration = time.monotonic() - started
+        extra = log_extra(claimed, worker_id, duration)
+        logger.debug("%s #%s %s in %.3fs", claimed.task_name, claimed.id, outcome["state"], duration, extra=extra)
+
+
+def log_extra(execution, worker_id, duration=None):
+    """The ``extra`` of a lifecycle log line: the same keys on each, for JSON log formatters to index.
+
+    ``execution`` is a TaskExec or a claimed task; ``duration`` in seconds, on the lines that end a run.
+    """
+    return {
+        "execution_id": execution.id,
+        "task_name": execution.task_name,
+        "queue": execution.queue,
+        "attempt": execution.attempt,
+        "duration": duration,
+        "worker": worker_id,
+    }
 
 
 def store_timed_out(claimed, worker_id, seconds, give_up=lambda: True):
@@ -142,7 +165,8 @@ def _store(claimed, worker_id, give_up, outcome):
     Anything but an outage that goes wrong (the database refuses a value,
     the next try's due time overflows) would go wrong again: the row ends
     with the reason instead, never left PROCESSING for another worker to
-    run again.
+    run again. Returns whether it was stored (not when the row was taken
+    from this worker).
     """
     retries = outcome.get("retries", claimed.retries)  # an outcome may rule out any retry
     store = _finish_and_retry if outcome["state"] == States.FAILED and retries != 0 else _finish
@@ -151,7 +175,7 @@ def _store(claimed, worker_id, give_up, outcome):
     except Exception as error:
         if _is_outage(error):
             raise  # given up: the worker stops, and its row is interrupted
-        return _store_through_outages(_finish, claimed, worker_id, give_up, _unstorable(claimed, outcome, error))
+        return _store_through_outages(_finish, claimed, worker_id, give_up, _unstorable(claimed, worker_id, outcome, error))
 
 
 def _store_through_outages(store, claimed, worker_id, give_up, outcome):
@@ -159,27 +183,37 @@ def _store_through_outages(store, claimed, worker_id, give_up, outcome):
     backoff = Backoff()
     while True:
         try:
-            return store(claimed, worker_id, outcome)
+            stored = store(claimed, worker_id, outcome)
         except (DatabaseError, InterfaceError) as error:
             if not errors.is_transient(error) or give_up():
                 raise
-            logger.warning("could not store the outcome of %s #%s (%s); retrying", claimed.task_name, claimed.id, error)
+            logger.warning(
+                "could not store the outcome of %s #%s (%s); retrying",
+                claimed.task_name,
+                claimed.id,
+                error,
+                extra=log_extra(claimed, worker_id),
+            )
             # A broken connection is only replaced once closed.
             connections.close_all()
             time.sleep(backoff.next_delay())
+        else:
+            if stored:
+                signals.send(signals.task_finished, TaskExec, execution=claimed, worker_id=worker_id, outcome=outcome)
+            return stored
 
 
 def _is_outage(error):
     return isinstance(error, (DatabaseError, InterfaceError)) and errors.is_transient(error)
 
 
-def _unstorable(claimed, outcome, error):
+def _unstorable(claimed, worker_id, outcome, error):
     """What is stored instead of an ``outcome`` that could not be: its state, and why the rest is missing.
 
     A success stays one; anything else ends FAILED, and is not tried again.
     """
     reason = f"The outcome of the task could not be stored: {type(error).__name__}: {error}"
-    logger.error("%s #%s: %s", claimed.task_name, claimed.id, reason)
+    logger.error("%s #%s: %s", claimed.task_name, claimed.id, reason, extra=log_extra(claimed, worker_id))
     # What the task's own error said, less what the database may have refused in it.
     original = outcome.get("error", "").replace("\x00", "\ufffd")
     return {
@@ -192,7 +226,12 @@ def _unstorable(claimed, outcome, error):
 def _finish(claimed, worker_id, outcome):
     finished = claiming.finish(claimed.id, worker_id, outcome)
     if not finished:
-        logger.warning("%s #%s was taken from this worker before it finished", claimed.task_name, claimed.id)
+        logger.warning(
+            "%s #%s was taken from this worker before it finished",
+            claimed.task_name,
+            claimed.id,
+            extra=log_extra(claimed, worker_id),
+        )
     return finished
 
 
@@ -213,8 +252,14 @@ def _finish_and_retry(claimed, worker_id, outcome):
             retries=claimed.retries - 1 if claimed.retries > 0 else -1,
             retry_delay=min(delay * 2, longest),
         )
-        if not _finish(claimed, worker_id, {**outcome, "replaced_by_id": retry.pk if retry else None}):
+        finished = _finish(claimed, worker_id, {**outcome, "replaced_by_id": retry.pk if retry else None})
+        if not finished:
             transaction.set_rollback(True)
+    if finished and retry:
+        extra = log_extra(claimed, worker_id)
+        logger.info("%s #%s failed: queued again as #%s", claimed.task_name, claimed.id, retry.pk, extra=extra)
+        signals.send(signals.task_retried, TaskExec, execution=claimed, worker_id=worker_id, retry=retry)
+    return finished
 
 
 def recycle_connections():

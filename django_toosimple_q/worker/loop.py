@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from django.db import DatabaseError, InterfaceError, connection, connections
 from django.utils import timezone
 
-from .. import conf, wakeup
+from .. import conf, signals, wakeup
 from ..models import TaskExec, WorkerStatus, default_label
 from . import claiming, errors, executor, recovery, timeouts
 from .backoff import Backoff
@@ -220,16 +220,25 @@ class Worker:
         )
         if self.scheduler:
             self.scheduler.sync()
-        logger.info("worker %s started: %s thread(s), queues %s", self.label, self.threads, self._describe_queues())
+        logger.info(
+            "worker %s started: %s thread(s), queues %s",
+            self.label,
+            self.threads,
+            self._describe_queues(),
+            extra={"worker": self.status.pk},
+        )
+        signals.send(signals.worker_started, WorkerStatus, status=self.status)
 
     def _record_exit(self, exit_log):
+        self.status.stopped, self.status.exit_code, self.status.exit_log = timezone.now(), self.exit_code, exit_log
         try:
             WorkerStatus.objects.filter(pk=self.status.pk).update(
-                stopped=timezone.now(), exit_code=self.exit_code, exit_log=exit_log
+                stopped=self.status.stopped, exit_code=self.exit_code, exit_log=exit_log
             )
         except (DatabaseError, InterfaceError):
             logger.exception("worker %s could not record its exit", self.label)
-        logger.info("worker %s stopped (exit code %s)", self.label, self.exit_code)
+        logger.info("worker %s stopped (exit code %s)", self.label, self.exit_code, extra={"worker": self.status.pk})
+        signals.send(signals.worker_stopped, WorkerStatus, status=self.status)
 
     def _describe_queues(self):
         if self.queue_filter.queues:
@@ -393,6 +402,7 @@ class Worker:
             task.id,
             watch.seconds,
             self.abandoned_threads,
+            extra=executor.log_extra(task, self.status.pk),
         )
         stored = pool.submit(self._store_timed_out, task, watch.seconds)
         self._track(stored, task)

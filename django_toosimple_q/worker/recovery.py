@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from .. import conf
 from ..models import TaskExec
+from .executor import log_extra
 
 logger = logging.getLogger("django_toosimple_q")
 
@@ -53,15 +54,27 @@ def interrupt(executions, reason):
             if not ended:
                 transaction.set_rollback(True)
                 continue
+        extra = log_extra(execution, execution.worker_id)
         if interruptions >= limit:
-            logger.error("%s #%s: %s", execution.task_name, execution.pk, ending["error"])
+            logger.error("%s #%s: %s", execution.task_name, execution.pk, ending["error"], extra=extra)
             continue
         if replacement is None:
             logger.warning(
-                "%s #%s interrupted (%s): the same call already waits", execution.task_name, execution.pk, reason
+                "%s #%s interrupted (%s): the same call already waits",
+                execution.task_name,
+                execution.pk,
+                reason,
+                extra=extra,
             )
             continue
-        logger.warning("%s #%s interrupted (%s): queued again as #%s", execution.task_name, execution.pk, reason, replacement.pk)
+        logger.warning(
+            "%s #%s interrupted (%s): queued again as #%s",
+            execution.task_name,
+            execution.pk,
+            reason,
+            replacement.pk,
+            extra=extra,
+        )
         replacements.append(replacement)
     return replacements
 
