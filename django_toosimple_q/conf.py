@@ -19,6 +19,11 @@ DEFAULTS = {
     # A worker that abandoned more threads stuck past a timeout stops, so
     # that its supervisor starts a fresh process.
     "TOOSIMPLEQ_MAX_ABANDONED_THREADS": 5,
+    # Automatic retention: {state: age} of the finished executions to keep
+    # (an age: a timedelta, seconds, or "7d"); None: keep everything.
+    "TOOSIMPLEQ_RETENTION": None,
+    # When the workers apply it (a cron expression).
+    "TOOSIMPLEQ_RETENTION_CRON": "17 * * * *",
     # The most missed occurrences a catch_up schedule queues at once.
     "TOOSIMPLEQ_CATCH_UP_LIMIT": 1000,
     # How many times a call may be interrupted (its worker died or stopped
