@@ -76,14 +76,18 @@ class Stats:
     next_schedules: tuple
     workers_online: int
 
+    def queues_named(self, names):
+        """The queues called ``names`` (collected with ``queues=names``); all of them when ``names`` is empty."""
+        return [queue for queue in self.queues if not names or queue.name in names]
 
-def collect(now=None, *, schedule_limit=10):
+
+def collect(now=None, *, schedule_limit=10, queues=()):
     """Where the queues and schedules stand at ``now`` (default: now).
 
     Five queries: the rows by queue and state, the oldest waiting row of
     each queue, the rows finished recently, the online workers and the
     active schedules. The queues are those that have rows or that an online
-    worker names; ``schedule_limit`` bounds the schedules listed.
+    worker names, and ``queues``; ``schedule_limit`` bounds the schedules listed.
     """
     now = now or timezone.now()
     counts = _counts_by_queue_and_state()
@@ -99,7 +103,7 @@ def collect(now=None, *, schedule_limit=10):
         .alias(deadline=ExpressionWrapper(F("last_tick") + F("timeout"), output_field=DateTimeField()))
         .filter(deadline__gte=now)
     )
-    names = set(counts) | {queue for worker in workers for queue in worker.queues}
+    names = set(counts) | {queue for worker in workers for queue in worker.queues} | set(queues)
     queues = tuple(
         QueueStats(
             name=name,
