@@ -24,6 +24,9 @@ DEFAULTS = {
     "TOOSIMPLEQ_RETENTION": None,
     # When the workers apply it (a cron expression).
     "TOOSIMPLEQ_RETENTION_CRON": "17 * * * *",
+    # The token that opens metrics_view to a scraper: "Authorization: Bearer <token>".
+    # None: staff users only.
+    "TOOSIMPLEQ_METRICS_TOKEN": None,
     # The most missed occurrences a catch_up schedule queues at once.
     "TOOSIMPLEQ_CATCH_UP_LIMIT": 1000,
     # How many times a call may be interrupted (its worker died or stopped

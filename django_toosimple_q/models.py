@@ -462,6 +462,10 @@ class WorkerStatus(models.Model):
     abandoned_threads = models.PositiveIntegerField(
         default=0, help_text="threads left stuck in a task past its timeout"
     )
+    # Written at each heartbeat: see worker/counters.py.
+    counters = models.JSONField(
+        default=dict, blank=True, help_text="the runs it ended, by queue and state, and their run times"
+    )
     stopped = models.DateTimeField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
     exit_log = models.TextField(blank=True, default="")

@@ -37,6 +37,8 @@ def execute(claimed, worker_id, give_up=lambda: True, watch=None):
     is back or ``give_up()`` is true. ``watch`` (a timeouts.Watch) ends the
     task at its timeout; once it abandoned this thread, the outcome is
     stored from another one (``store_timed_out``) and this one stores nothing.
+    Returns the state stored and the run time in seconds; None when nothing
+    was stored.
     """
     started = time.monotonic()
     try:
@@ -54,17 +56,20 @@ def execute(claimed, worker_id, give_up=lambda: True, watch=None):
         if watch is not None and watch.abandoned:
             # Its outcome is stored already, and the worker no longer counts this thread.
             connections.close_all()
-            return
+            return None
         outcome["stdout"], outcome["stderr"] = output.stdout, output.stderr
         # Before the outcome is written: a connection the task left in a
         # transaction would take the outcome into it, and roll it back.
         recycle_connections()
     outcome["finished"] = timezone.now()
+    if not _store(claimed, worker_id, give_up, outcome):
+        return None
+    duration = time.monotonic() - started
     # DEBUG, as the line before: one line per task would slow a busy worker.
-    if _store(claimed, worker_id, give_up, outcome) and logger.isEnabledFor(logging.DEBUG):
-        duration = time.monotonic() - started
+    if logger.isEnabledFor(logging.DEBUG):
         extra = log_extra(claimed, worker_id, duration)
         logger.debug("%s #%s %s in %.3fs", claimed.task_name, claimed.id, outcome["state"], duration, extra=extra)
+    return outcome["state"], duration
 
 
 def log_extra(execution, worker_id, duration=None):
@@ -86,7 +91,7 @@ def store_timed_out(claimed, worker_id, seconds, give_up=lambda: True):
     """Store that ``claimed`` timed out, its thread abandoned: what that thread will not store."""
     outcome = {"state": States.FAILED, "error": _timed_out(seconds) + ": its thread was stuck and is abandoned"}
     outcome["finished"] = timezone.now()
-    _store(claimed, worker_id, give_up, outcome)
+    return (States.FAILED, seconds) if _store(claimed, worker_id, give_up, outcome) else None
 
 
 def _run_watched(run, watch):

@@ -25,6 +25,7 @@ from ..models import TaskExec, WorkerStatus, default_label
 from . import claiming, errors, executor, recovery, timeouts
 from .backoff import Backoff
 from .claiming import QueueFilter
+from .counters import RunCounters
 from .scheduler import Scheduler
 
 logger = logging.getLogger("django_toosimple_q")
@@ -91,6 +92,7 @@ class Worker:
         self._running = {}  # future -> ClaimedTask
         self._watches = {}  # future -> timeouts.Watch, for the tasks that have a timeout
         self.abandoned_threads = 0
+        self.counters = RunCounters()
         # Tasks whose last run was interrupted, claimed, waiting to run alone;
         # and the future of the one running alone.
         self._held = []
@@ -233,7 +235,7 @@ class Worker:
         self.status.stopped, self.status.exit_code, self.status.exit_log = timezone.now(), self.exit_code, exit_log
         try:
             WorkerStatus.objects.filter(pk=self.status.pk).update(
-                stopped=self.status.stopped, exit_code=self.exit_code, exit_log=exit_log
+                stopped=self.status.stopped, exit_code=self.exit_code, exit_log=exit_log, counters=self.counters.snapshot()
             )
         except (DatabaseError, InterfaceError):
             logger.exception("worker %s could not record its exit", self.label)
@@ -316,7 +318,9 @@ class Worker:
         recovery.reap_dead_workers(database_back=self._database_back)
 
     def _beat(self):
-        WorkerStatus.objects.filter(pk=self.status.pk).update(last_tick=timezone.now())
+        WorkerStatus.objects.filter(pk=self.status.pk).update(
+            last_tick=timezone.now(), counters=self.counters.snapshot()
+        )
 
     def _poll(self):
         """What is done once a tick rather than at each claim."""
@@ -374,9 +378,12 @@ class Worker:
 
     def _execute(self, task, watch):
         try:
-            executor.execute(task, self.status.pk, give_up=self._stopping_now, watch=watch)
+            ended = executor.execute(task, self.status.pk, give_up=self._stopping_now, watch=watch)
         except Exception:
             logger.exception("could not store the outcome of %s #%s", task.task_name, task.id)
+        else:
+            if ended:
+                self.counters.record(task.queue, *ended)
 
     def _enforce_timeouts(self, pool):
         """End the tasks past their timeout, abandon the threads stuck in them; returns the next deadline."""
@@ -419,9 +426,12 @@ class Worker:
 
     def _store_timed_out(self, task, seconds):
         try:
-            executor.store_timed_out(task, self.status.pk, seconds, give_up=self._stopping_now)
+            ended = executor.store_timed_out(task, self.status.pk, seconds, give_up=self._stopping_now)
         except Exception:
             logger.exception("could not store the outcome of %s #%s", task.task_name, task.id)
+        else:
+            if ended:
+                self.counters.record(task.queue, *ended)
 
     def _stopping_now(self):
         """Whether the grace period is over: outcomes not yet stored are abandoned."""
