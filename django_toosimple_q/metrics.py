@@ -63,7 +63,8 @@ class QueueCollector:
         abandoned = CounterMetricFamily(
             "toosimpleq_abandoned_threads", "Threads a worker abandoned, stuck past a task's timeout", labels=["worker"]
         )
-        for label, counters, abandoned_threads in WorkerStatus.objects.values_list("label", "counters", "abandoned_threads"):
+        rows = WorkerStatus.objects.values_list("label", "counters", "abandoned_threads")
+        for label, counters, abandoned_threads in rows:
             for queue, by_state in counters.get("runs", {}).items():
                 for state, count in by_state.items():
                     runs.add_metric([queue, state, label], count)

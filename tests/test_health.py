@@ -41,7 +41,9 @@ class QueueHealthTests(TestCase):
     def test_ok_with_a_summary(self):
         waiting(count=2)
         online_worker()
-        self.assertEqual(health("--max-backlog", "5", "--min-workers", "1"), (0, "ok: 2 waiting, oldest 0s, 1 worker(s) online"))
+        self.assertEqual(
+            health("--max-backlog", "5", "--min-workers", "1"), (0, "ok: 2 waiting, oldest 0s, 1 worker(s) online")
+        )
 
     def test_backlog(self):
         waiting(count=3)
@@ -65,7 +67,10 @@ class QueueHealthTests(TestCase):
 
     def test_a_queue_with_no_rows_served_by_a_worker_of_every_queue(self):
         online_worker()
-        self.assertEqual(health("--queue", "default", "--min-workers", "1"), (0, "ok (default): 0 waiting, oldest -, 1 worker(s) online"))
+        self.assertEqual(
+            health("--queue", "default", "--min-workers", "1"),
+            (0, "ok (default): 0 waiting, oldest -, 1 worker(s) online"),
+        )
 
     def test_only_the_queues_named(self):
         waiting("mail", count=5)

@@ -47,8 +47,9 @@ class CollectorTests(TransactionTestCase):
         run_worker("w1")
         tasks.configured.queue("x")  # waits, on "reports"
         samples = scrape()
-        self.assertEqual(samples[("toosimpleq_executions", frozenset({"queue": "default", "state": "SUCCEEDED"}.items()))], 1)
-        self.assertEqual(samples[("toosimpleq_executions", frozenset({"queue": "reports", "state": "QUEUED"}.items()))], 1)
+        rows = "toosimpleq_executions"
+        self.assertEqual(samples[(rows, frozenset({"queue": "default", "state": "SUCCEEDED"}.items()))], 1)
+        self.assertEqual(samples[(rows, frozenset({"queue": "reports", "state": "QUEUED"}.items()))], 1)
         self.assertIn(("toosimpleq_oldest_waiting_seconds", frozenset({"queue": "reports"}.items())), samples)
         runs = {"queue": "default", "worker": "w1"}
         self.assertEqual(samples[("toosimpleq_runs_total", frozenset({**runs, "state": "SUCCEEDED"}.items()))], 1)

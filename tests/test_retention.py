@@ -155,7 +155,8 @@ class AutomaticRetentionTests(IsolatedRegistries, TransactionTestCase):
     @override_settings(TOOSIMPLEQ_RETENTION={"SUCCEEDED": "7d", "FAILED": datetime.timedelta(days=30)})
     def test_each_state_is_kept_its_age(self):
         gone = rows(2, days_ago=10) + rows(1, days_ago=40, state=States.FAILED)
-        kept = rows(1, days_ago=1) + rows(1, days_ago=10, state=States.FAILED) + rows(1, days_ago=40, state=States.CANCELLED)
+        kept = rows(1, days_ago=1) + rows(1, days_ago=10, state=States.FAILED)
+        kept += rows(1, days_ago=40, state=States.CANCELLED)
         self.register()
         outcome = retention.apply_retention()
         self.assertEqual(outcome["executions"], {"SUCCEEDED": 2, "FAILED": 1})

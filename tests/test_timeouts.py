@@ -113,7 +113,8 @@ class TimeoutTests(IsolatedRegistries, TransactionTestCase):
         finished.wait(timeout=30)
         after = tasks.add.queue(1, b=1)
         self.wait_state(after, States.SUCCEEDED)
-        self.assertEqual((row(execution).state, row(execution).result, row(execution).error), (States.FAILED, None, failed.error))
+        late = row(execution)
+        self.assertEqual((late.state, late.result, late.error), (States.FAILED, None, failed.error))
 
     def test_a_timed_out_task_with_retries_left_is_queued_again(self):
         stuck = self.register_stuck(retries=1).queue()

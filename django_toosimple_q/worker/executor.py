@@ -180,7 +180,8 @@ def _store(claimed, worker_id, give_up, outcome):
     except Exception as error:
         if _is_outage(error):
             raise  # given up: the worker stops, and its row is interrupted
-        return _store_through_outages(_finish, claimed, worker_id, give_up, _unstorable(claimed, worker_id, outcome, error))
+        instead = _unstorable(claimed, worker_id, outcome, error)
+        return _store_through_outages(_finish, claimed, worker_id, give_up, instead)
 
 
 def _store_through_outages(store, claimed, worker_id, give_up, outcome):

@@ -235,7 +235,10 @@ class Worker:
         self.status.stopped, self.status.exit_code, self.status.exit_log = timezone.now(), self.exit_code, exit_log
         try:
             WorkerStatus.objects.filter(pk=self.status.pk).update(
-                stopped=self.status.stopped, exit_code=self.exit_code, exit_log=exit_log, counters=self.counters.snapshot()
+                stopped=self.status.stopped,
+                exit_code=self.exit_code,
+                exit_log=exit_log,
+                counters=self.counters.snapshot(),
             )
         except (DatabaseError, InterfaceError):
             logger.exception("worker %s could not record its exit", self.label)
