@@ -6,6 +6,7 @@ import threading
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import TransactionTestCase, override_settings
 from django.utils import timezone
 
@@ -132,6 +133,8 @@ class PruneCommandTests(TransactionTestCase):
                     queued.append(tasks.add.queue(1, b=1))
             except Exception as error:  # reported below: a thread cannot fail the test
                 errors.append(error)
+            finally:
+                connection.close()
 
         writer = threading.Thread(target=queue_meanwhile)
         writer.start()

@@ -92,6 +92,7 @@ class Worker:
         self._running = {}  # future -> ClaimedTask
         self._watches = {}  # future -> timeouts.Watch, for the tasks that have a timeout
         self.abandoned_threads = 0
+        self._stuck = set()  # the futures of abandoned threads still in their task
         self.counters = RunCounters()
         # Tasks whose last run was interrupted, claimed, waiting to run alone;
         # and the future of the one running alone.
@@ -404,6 +405,7 @@ class Worker:
         with self._running_lock:
             task = self._running.pop(future)
             self._watches.pop(future)
+            self._stuck.add(future)
         self.abandoned_threads += 1
         WorkerStatus.objects.filter(pk=self.status.pk).update(abandoned_threads=self.abandoned_threads)
         logger.error(
@@ -444,6 +446,7 @@ class Worker:
         with self._running_lock:
             self._running.pop(future, None)
             self._watches.pop(future, None)
+            self._stuck.discard(future)
         self._wake.set()
 
     def _done(self, claimed):
@@ -484,9 +487,15 @@ class Worker:
 
         Connections belong to the thread that opened them. A barrier makes
         each of these jobs wait for the others, so they run on distinct
-        threads: one per thread of the pool.
+        threads: one per thread of the pool, less those stuck in a task past
+        its timeout (each closes its own when it ends).
         """
-        barrier = threading.Barrier(self.threads)
+        with self._running_lock:
+            # ThreadPoolExecutor keeps the threads it started in _threads.
+            idle = len(pool._threads) - len(self._stuck)
+        if idle <= 0:
+            return
+        barrier = threading.Barrier(idle)
 
         def close_this_threads_connections():
             try:
@@ -496,7 +505,7 @@ class Worker:
             connections.close_all()
 
         try:
-            wait([pool.submit(close_this_threads_connections) for _ in range(self.threads)])
+            wait([pool.submit(close_this_threads_connections) for _ in range(idle)])
         except RuntimeError:
             pass  # the interpreter is exiting: the pool's threads, and their connections, are gone
 
