@@ -25,6 +25,9 @@ class ToosimpleqConfig(AppConfig):
         # Registering happens when the tasks.py modules are imported: import
         # them all, as the admin does with admin.py.
         autodiscover_modules("tasks")
+        from . import retention
+
+        retention.register_if_configured()
         # After autodiscovery: the embedded worker serves the tasks registered.
         from . import embedded
 

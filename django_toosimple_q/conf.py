@@ -13,6 +13,20 @@ DEFAULTS = {
     "TOOSIMPLEQ_WORKER_TIMEOUT": 60,
     # Seconds a stopping worker waits for running tasks before interrupting them.
     "TOOSIMPLEQ_GRACE": 30,
+    # Seconds a task may run before it is ended and FAILED (None: no limit);
+    # register_task(timeout=...) sets a task's own.
+    "TOOSIMPLEQ_TASK_TIMEOUT": None,
+    # A worker that abandoned more threads stuck past a timeout stops, so
+    # that its supervisor starts a fresh process.
+    "TOOSIMPLEQ_MAX_ABANDONED_THREADS": 5,
+    # Automatic retention: {state: age} of the finished executions to keep
+    # (an age: a timedelta, seconds, or "7d"); None: keep everything.
+    "TOOSIMPLEQ_RETENTION": None,
+    # When the workers apply it (a cron expression).
+    "TOOSIMPLEQ_RETENTION_CRON": "17 * * * *",
+    # The token that opens metrics_view to a scraper: "Authorization: Bearer <token>".
+    # None: staff users only.
+    "TOOSIMPLEQ_METRICS_TOKEN": None,
     # The most missed occurrences a catch_up schedule queues at once.
     "TOOSIMPLEQ_CATCH_UP_LIMIT": 1000,
     # How many times a call may be interrupted (its worker died or stopped

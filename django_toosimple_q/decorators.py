@@ -3,12 +3,13 @@
 from .registry import NOW, Schedule, Task, register, register_schedule, registered_task
 
 
-def register_task(name=None, *, queue="default", priority=0, unique=False, retries=0, retry_delay=0):
+def register_task(name=None, *, queue="default", priority=0, unique=False, retries=0, retry_delay=0, timeout=None):
     """Register the decorated function as a task that can be queued.
 
     ``retries`` is how many times a failed execution is queued again (-1:
     forever); ``retry_delay`` the seconds before the first retry, doubling
-    each time.
+    each time. ``timeout``: seconds after which a run is ended and FAILED
+    (default: TOOSIMPLEQ_TASK_TIMEOUT).
     """
     if callable(name):
         raise TypeError("register_task must be called: write @register_task(), not @register_task")
@@ -23,6 +24,7 @@ def register_task(name=None, *, queue="default", priority=0, unique=False, retri
                 unique=unique,
                 retries=retries,
                 retry_delay=retry_delay,
+                timeout=timeout,
             )
         )
         # The function itself comes back, as upstream's did, so that other

@@ -1,5 +1,6 @@
 """What the database stores: task executions and workers."""
 
+import collections
 import contextlib
 import datetime
 import functools
@@ -12,7 +13,7 @@ from django.conf import settings
 from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 
-from . import conf, serialization, wakeup
+from . import conf, serialization, signals, wakeup
 from .fields import TaggedJSONField
 
 
@@ -47,7 +48,10 @@ class TaskExecQuerySet(models.QuerySet):
                 execution.dedup_key = dedup_key(task.name, encoded_args, encoded_kwargs)
             executions.append(execution)
         inserted = _insert_waiting(executions)
-        return [execution if stored else False for execution, stored in zip(executions, inserted)]
+        queued = [execution if stored else False for execution, stored in zip(executions, inserted)]
+        if signals.task_queued.receivers:
+            _send_queued_on_commit([execution for execution in queued if execution])
+        return queued
 
     def requeue(self, execution, **changes):
         """Store another run of ``execution``'s call: a retry, a replacement.
@@ -72,6 +76,18 @@ class TaskExecQuerySet(models.QuerySet):
         return self.filter(state__in=TaskExec.WAITING_STATES).update(
             state=TaskExec.States.CANCELLED, dedup_key=None, finished=timezone.now()
         )
+
+
+def _send_queued_on_commit(executions):
+    """task_queued for each of ``executions``, once they are committed (never, if rolled back)."""
+    if not executions:
+        return
+
+    def send():
+        for execution in executions:
+            signals.send(signals.task_queued, TaskExec, execution=execution)
+
+    transaction.on_commit(send, using=executions[0]._state.db)
 
 
 # What another run of a call copies from the execution it follows.
@@ -426,6 +442,9 @@ class WorkerStatus(models.Model):
     # period and were interrupted; an error in the worker's own loop exits 99.
     INTERRUPTED_EXIT_CODE = 77
     CRASHED_EXIT_CODE = 99
+    # It abandoned more threads stuck past a task's timeout than
+    # TOOSIMPLEQ_MAX_ABANDONED_THREADS: a fresh process gets them back.
+    ABANDONED_THREADS_EXIT_CODE = 78
 
     id = models.BigAutoField(primary_key=True)
     label = models.CharField(max_length=1024)
@@ -439,6 +458,13 @@ class WorkerStatus(models.Model):
     # Each worker's own (worker --timeout): whoever reaps it reads it here.
     timeout = models.DurationField(
         default=default_worker_timeout, help_text="without a heartbeat for this long, it is taken for dead"
+    )
+    abandoned_threads = models.PositiveIntegerField(
+        default=0, help_text="threads left stuck in a task past its timeout"
+    )
+    # Written at each heartbeat: see worker/counters.py.
+    counters = models.JSONField(
+        default=dict, blank=True, help_text="the runs it ended, by queue and state, and their run times"
     )
     stopped = models.DateTimeField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
@@ -497,3 +523,98 @@ class QueueOverview(TaskExec):
         proxy = True
         verbose_name = verbose_name_plural = "queue overview"
         default_permissions = ()
+
+
+# Rows deleted per transaction: short enough that workers and queue() are
+# not kept waiting (SQLite has one writer), and few enough ids per statement
+# for any database's limit on parameters.
+PRUNE_BATCH = 500
+
+
+def prune_executions(before, *, states=None, queues=None, dry_run=False, batch_size=PRUNE_BATCH):
+    """Delete the calls that ended before ``before``, whole: each with all its runs.
+
+    A call is the chain of its runs, linked by ``replaced_by`` (retries,
+    interruptions); it goes when its last run is finished (in ``states``, if
+    given: its outcome), in one of ``queues`` if given, and ended before
+    ``before``. So no run is deleted while a later run of its call is kept,
+    and nothing waiting or running is. A schedule's ``last_task`` among them
+    is cleared. Batches of ``batch_size`` calls, each in its own short
+    transaction. Returns how many rows were deleted (``dry_run``: would be),
+    by state.
+    """
+    states = [state for state in (states or TaskExec.FINISHED_STATES) if state in TaskExec.FINISHED_STATES]
+    last_runs = TaskExec.objects.filter(
+        replaced_by__isnull=True,
+        state__in=states,
+    ).filter(
+        # A row ended without a finished time (cancelled before upstream kept one) ended when created.
+        models.Q(finished__lt=before) | models.Q(finished__isnull=True, created__lt=before)
+    )
+    if queues:
+        last_runs = last_runs.filter(queue__in=queues)
+    deleted = collections.Counter()
+    after = 0
+    while True:
+        batch = list(last_runs.filter(id__gt=after).order_by("id").values_list("id", "state")[:batch_size])
+        if not batch:
+            return deleted
+        after = batch[-1][0]
+        chains = _with_earlier_runs(batch)
+        deleted.update(state for _, state in chains)
+        if not dry_run:
+            _delete_executions([pk for pk, _ in chains])
+
+
+def _with_earlier_runs(runs):
+    """``runs`` ((id, state) pairs) and every earlier run of their calls: one query per step back."""
+    chains = list(runs)
+    latest = [pk for pk, _ in runs]
+    while latest:
+        earlier = list(TaskExec.objects.filter(replaced_by__in=latest).values_list("id", "state"))
+        chains += earlier
+        latest = [pk for pk, _ in earlier]
+    return chains
+
+
+def _delete_executions(ids):
+    """Delete the rows ``ids``, latest runs first, clearing what refers to them with one UPDATE each."""
+    for start in range(0, len(ids), PRUNE_BATCH):
+        chunk = ids[start : start + PRUNE_BATCH]
+        with transaction.atomic():
+            ScheduleExec.objects.filter(last_task__in=chunk).update(last_task=None)
+            # Runs of one call are deleted together: what still refers to a row is outside its chain.
+            TaskExec.objects.filter(replaced_by__in=chunk).exclude(id__in=chunk).update(replaced_by=None)
+            _delete_rows(TaskExec, chunk)
+
+
+def prune_workers(before, *, dry_run=False):
+    """Delete the WorkerStatus rows of workers gone before ``before``; returns how many.
+
+    Stopped then, or silent since (killed without a word). Their executions
+    keep their rows, without a worker.
+    """
+    gone = WorkerStatus.objects.filter(
+        models.Q(stopped__lt=before) | models.Q(stopped__isnull=True, last_tick__lt=before)
+    )
+    ids = list(gone.values_list("id", flat=True))
+    if dry_run:
+        return len(ids)
+    for start in range(0, len(ids), PRUNE_BATCH):
+        chunk = ids[start : start + PRUNE_BATCH]
+        with transaction.atomic():
+            TaskExec.objects.filter(worker__in=chunk).update(worker=None)
+            _delete_rows(WorkerStatus, chunk)
+    return len(ids)
+
+
+def _delete_rows(model, ids):
+    """DELETE the rows ``ids`` of ``model``, whose references the caller cleared.
+
+    Not QuerySet.delete(): it would load every row to apply SET_NULL itself.
+    """
+    connection = connections[router.db_for_write(model)]
+    quote = connection.ops.quote_name
+    placeholders = ", ".join(["%s"] * len(ids))
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {quote(model._meta.db_table)} WHERE {quote('id')} IN ({placeholders})", ids)

@@ -40,7 +40,9 @@ class Call(NamedTuple):
 class Task:
     """A registered function, callable as before, that can also be queued."""
 
-    def __init__(self, func, *, name=None, queue="default", priority=0, unique=False, retries=0, retry_delay=0):
+    def __init__(
+        self, func, *, name=None, queue="default", priority=0, unique=False, retries=0, retry_delay=0, timeout=None
+    ):
         self.func = func
         # Only None takes the default: an empty name is a mistake to report.
         self.name = _default_name(func) if name is None else name
@@ -49,6 +51,7 @@ class Task:
         self.unique = unique
         self.retries = retries
         self.retry_delay = retry_delay
+        self.timeout = timeout
         self._validate()
 
     def _validate(self):
@@ -70,6 +73,10 @@ class Task:
                 f"Task {self.name}: retry_delay must be a number of seconds from 0 to {LONGEST_RETRY_DELAY} "
                 f"(a year), not {self.retry_delay!r}"
             )
+        if self.timeout is not None and not (
+            isinstance(self.timeout, (int, float)) and not isinstance(self.timeout, bool) and self.timeout > 0
+        ):
+            raise ImproperlyConfigured(f"Task {self.name}: timeout must be None or a number > 0, not {self.timeout!r}")
 
     def __repr__(self):
         return f"<Task {self.name}>"

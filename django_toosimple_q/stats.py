@@ -6,6 +6,7 @@ that describes the queues, read the same figures from it.
 """
 
 import datetime
+import math
 from dataclasses import dataclass
 
 from django.db.models import Count, DateTimeField, ExpressionWrapper, F, Min, Q
@@ -16,6 +17,11 @@ from .registry import schedules_registry
 
 # The windows of the recent counts, in minutes.
 RECENT_WINDOWS = (5, 60)
+
+# The upper bounds, in seconds, of the run times counted: percentiles are
+# read as the bound of the bucket they fall in, with a fixed cost however
+# many rows there are (what Prometheus histograms do too).
+RUN_TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, math.inf)
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,10 @@ class QueueStats:
     ``finished_recently`` and ``failed_recently`` map each window of
     RECENT_WINDOWS (minutes) to the rows that ended within it: in any
     finished state, and in FAILED. ``workers_online`` counts the online
-    workers that serve the queue.
+    workers that serve the queue. ``run_time_p50`` and ``run_time_p95`` are
+    the median and 95th percentile run times (seconds) of the runs that
+    ended in the longest window, as the upper bound of their bucket of
+    RUN_TIME_BUCKETS (math.inf: longer than them all); None without runs.
     """
 
     name: str
@@ -38,6 +47,8 @@ class QueueStats:
     finished_recently: dict
     failed_recently: dict
     workers_online: int
+    run_time_p50: float | None = None
+    run_time_p95: float | None = None
 
     @property
     def waiting(self):
@@ -65,14 +76,18 @@ class Stats:
     next_schedules: tuple
     workers_online: int
 
+    def queues_named(self, names):
+        """The queues called ``names`` (collected with ``queues=names``); all of them when ``names`` is empty."""
+        return [queue for queue in self.queues if not names or queue.name in names]
 
-def collect(now=None, *, schedule_limit=10):
+
+def collect(now=None, *, schedule_limit=10, queues=()):
     """Where the queues and schedules stand at ``now`` (default: now).
 
     Five queries: the rows by queue and state, the oldest waiting row of
     each queue, the rows finished recently, the online workers and the
     active schedules. The queues are those that have rows or that an online
-    worker names; ``schedule_limit`` bounds the schedules listed.
+    worker names, and ``queues``; ``schedule_limit`` bounds the schedules listed.
     """
     now = now or timezone.now()
     counts = _counts_by_queue_and_state()
@@ -82,13 +97,13 @@ def collect(now=None, *, schedule_limit=10):
         .annotate(Min("created"))
         .order_by()
     )
-    finished, failed = _recent_by_queue(now)
+    finished, failed, run_times = _recent_by_queue(now)
     workers = list(
         WorkerStatus.objects.filter(stopped=None)
         .alias(deadline=ExpressionWrapper(F("last_tick") + F("timeout"), output_field=DateTimeField()))
         .filter(deadline__gte=now)
     )
-    names = set(counts) | {queue for worker in workers for queue in worker.queues}
+    names = set(counts) | {queue for worker in workers for queue in worker.queues} | set(queues)
     queues = tuple(
         QueueStats(
             name=name,
@@ -98,6 +113,8 @@ def collect(now=None, *, schedule_limit=10):
             finished_recently=finished.get(name, dict.fromkeys(RECENT_WINDOWS, 0)),
             failed_recently=failed.get(name, dict.fromkeys(RECENT_WINDOWS, 0)),
             workers_online=sum(1 for worker in workers if _serves(worker, name)),
+            run_time_p50=percentile(run_times.get(name), 0.5),
+            run_time_p95=percentile(run_times.get(name), 0.95),
         )
         for name in sorted(names)
     )
@@ -118,12 +135,20 @@ def _counts_by_queue_and_state():
 
 
 def _recent_by_queue(now):
-    """For each queue, the rows finished and failed in each window: two dicts by queue."""
+    """For each queue, the rows finished and failed in each window, and their runs by run time: three dicts by queue.
+
+    The run times count, for each bound of RUN_TIME_BUCKETS, the runs of
+    the longest window that took at most that long.
+    """
     since = {window: now - datetime.timedelta(minutes=window) for window in RECENT_WINDOWS}
     aggregates = {}
     for window, start in since.items():
         aggregates[f"finished_{window}"] = Count("id", filter=Q(finished__gte=start))
         aggregates[f"failed_{window}"] = Count("id", filter=Q(finished__gte=start, state=TaskExec.States.FAILED))
+    ran = Q(started__isnull=False)
+    for position, bound in enumerate(RUN_TIME_BUCKETS):
+        within = ran if math.isinf(bound) else ran & Q(finished__lte=F("started") + datetime.timedelta(seconds=bound))
+        aggregates[f"run_time_{position}"] = Count("id", filter=within)
     rows = (
         # Bounded on both sides: SQLite's planner then reads the index on
         # finished rather than walking a queue index to skip a sort.
@@ -132,11 +157,24 @@ def _recent_by_queue(now):
         .annotate(**aggregates)
         .order_by()
     )
-    finished, failed = {}, {}
+    finished, failed, run_times = {}, {}, {}
     for row in rows:
         finished[row["queue"]] = {window: row[f"finished_{window}"] for window in RECENT_WINDOWS}
         failed[row["queue"]] = {window: row[f"failed_{window}"] for window in RECENT_WINDOWS}
-    return finished, failed
+        run_times[row["queue"]] = [row[f"run_time_{position}"] for position in range(len(RUN_TIME_BUCKETS))]
+    return finished, failed, run_times
+
+
+def percentile(cumulative, fraction):
+    """The bound of RUN_TIME_BUCKETS under which ``fraction`` of the runs fall.
+
+    ``cumulative``: for each bound, how many runs took at most that long (the
+    last: them all). None when there is no run.
+    """
+    if not cumulative or not cumulative[-1]:
+        return None
+    wanted = fraction * cumulative[-1]
+    return next(bound for bound, count in zip(RUN_TIME_BUCKETS, cumulative) if count >= wanted)
 
 
 def _serves(worker, queue):

@@ -39,6 +39,7 @@ SIZES = {
     "short": {
         "kill -9": {"workers": 3, "threads": 4, "tasks": 300, "kills": 4, "interval": 0.5},
         "postgres restart": {"workers": 3, "threads": 4, "tasks": 300, "restarts": 1},
+        "long outage": {"workers": 3, "threads": 4, "tasks": 6, "timeout": 10, "outage": 15},
         "sqlite writers": {"workers": 3, "threads": 4, "tasks": 300},
         "sigterm": {"within": 3, "beyond": 2, "grace": 8},
         "schedules": {"workers": 4, "seconds": 10, "interval": 2},
@@ -47,6 +48,7 @@ SIZES = {
     "long": {
         "kill -9": {"workers": 4, "threads": 4, "tasks": 2000, "kills": 20, "interval": 1},
         "postgres restart": {"workers": 4, "threads": 4, "tasks": 2000, "restarts": 3},
+        "long outage": {"workers": 4, "threads": 4, "tasks": 12, "timeout": 10, "outage": 60},
         "sqlite writers": {"workers": 3, "threads": 4, "tasks": 1000},
         "sigterm": {"within": 8, "beyond": 8, "grace": 30},
         "schedules": {"workers": 4, "seconds": 30, "interval": 3},
@@ -257,6 +259,44 @@ def restart_database(log_dir, *, workers, threads, tasks, restarts):
     return count_keyed(outcome, "chaos.work", keys)
 
 
+def outlive_the_timeout(log_dir, *, workers, threads, tasks, timeout, outage):
+    """Stop PostgreSQL for ``outage`` seconds, longer than the workers' ``timeout``, while tasks run.
+
+    No worker could beat while it was away: the first to reconnect must not
+    take the others for dead. The tasks wait for a gate, opened once every
+    worker had its full timeout to beat again since the database came back.
+    """
+    cluster = attached_cluster()
+    gate = str(Path(log_dir) / "gate")
+    keys = queue_keyed("chaos.hold", [(f"outage-{number}", gate) for number in range(tasks)])
+    outcome = Outcome("long outage", tasks)
+    outcome.facts["outage"] = outage
+    args = ("--queue", "chaos", "--threads", str(threads), "--tick", "0.1")
+    # The timeout outlasts the longest pause between a worker's reconnection attempts.
+    with Workers("outage", log_dir, *args, worker_timeout=timeout) as pool:
+        for _ in range(workers):
+            pool.start()
+        pool.wait_registered()
+        running = TaskExec.objects.filter(task_name="chaos.hold", state=States.PROCESSING)
+        wait_for(lambda: running.count() == tasks, timeout=120, message="every task to run")
+        outcome.in_flight = tasks
+        cluster.stop(mode="fast")
+        connection.close()
+        time.sleep(outage)
+        cluster.start()
+        back = timezone.now()
+        live = WorkerStatus.objects.filter(stopped__isnull=True)
+        wait_for(lambda: not live.filter(last_tick__lt=back).exists(), timeout=120, message="every worker to beat")
+        # A wrongful reaping happens at the first heartbeat after the outage:
+        # give it time to happen, and the rule's own timeout to run out.
+        time.sleep(timeout + 1)
+        outcome.facts["interrupted during the wait"] = TaskExec.objects.filter(state=States.INTERRUPTED).count()
+        Path(gate).touch()
+        settle("chaos.hold", timeout=120)
+        outcome.problems = pool.problems(pool.stop())
+    return count_keyed(outcome, "chaos.hold", keys)
+
+
 def sqlite_writers(log_dir, *, workers, threads, tasks):
     """Workers on SQLite while another process writes rows all along."""
     keys = short_tasks(tasks, "sqlite")
@@ -397,6 +437,7 @@ def schedule_row():
 SCENARIOS = {
     "kill -9": kill_workers,
     "postgres restart": restart_database,
+    "long outage": outlive_the_timeout,
     "sqlite writers": sqlite_writers,
     "sigterm": stop_during_long_tasks,
     "schedules": kill_schedulers,

@@ -121,6 +121,13 @@ class DatabaseOutageTests(ChaosTestCase):
         self.assertEqual(outcome.facts["workers alive"], chaos.sizes("postgres restart")["workers"], outcome)
 
     @skipUnless(ON_POSTGRESQL, "stops the PostgreSQL server")
+    def test_an_outage_longer_than_the_worker_timeout_runs_nothing_twice(self):
+        self.cluster()
+        outcome = self.run_scenario("long outage")
+        self.assert_nothing_lost(outcome)
+        self.assertEqual((outcome.duplicated, outcome.facts["interrupted during the wait"]), (0, 0), outcome)
+
+    @skipUnless(ON_POSTGRESQL, "stops the PostgreSQL server")
     def test_an_outcome_reached_while_the_database_is_away_is_stored_when_it_is_back(self):
         cluster = self.cluster()
         gate = Path(self.log_dir) / "gate"

@@ -230,6 +230,29 @@ class ReapingTests(TransactionTestCase):
         self.assertEqual(row(execution).state, States.PROCESSING)
         self.assertEqual(TaskExec.objects.count(), 1)
 
+    def test_after_an_outage_a_silent_worker_gets_its_full_timeout_to_beat_again(self):
+        execution = tasks.add.queue(1)
+        claim_for(dead_worker())
+        timeout = datetime.timedelta(seconds=conf.WORKER_TIMEOUT)
+        just_back = timezone.now() - timeout / 2
+        self.assertEqual(recovery.reap_dead_workers(database_back=just_back), [])
+        self.assertEqual(row(execution).state, States.PROCESSING)
+        (replacement,) = recovery.reap_dead_workers(database_back=just_back - timeout)
+        self.assertEqual(row(execution).replaced_by, replacement)
+
+    def test_a_worker_back_from_an_outage_reaps_only_after_a_full_timeout(self):
+        execution = tasks.add.queue(1)
+        claim_for(dead_worker())
+        worker = Worker(schedules=False)
+        worker._outage = True  # what a failed step leaves
+        worker.status = worker_status()
+        worker._heartbeat()
+        self.assertEqual(row(execution).state, States.PROCESSING)
+        self.assertIsNotNone(worker._database_back)
+        worker._database_back -= datetime.timedelta(seconds=conf.WORKER_TIMEOUT + 1)
+        worker._heartbeat()
+        self.assertEqual(row(execution).state, States.INTERRUPTED)
+
     def test_a_reaper_that_read_the_rows_before_another_reaped_them_queues_nothing(self):
         executions = [tasks.add.queue(i) for i in range(3)]
         claim_for(dead_worker())

@@ -99,6 +99,22 @@ class QueueStatsTests(TestCase):
         self.assertEqual(snapshot.workers_online, 5)
         self.assertEqual(by_name(snapshot)["idle"].counts[States.QUEUED], 0)
 
+    def test_run_time_p50_and_p95_of_the_last_hour(self):
+        # Twenty runs: 18 of 0.1 s, then 0.4 s and 20 s; one from before the hour, one that never ran.
+        for seconds in [0.1] * 18 + [0.4, 20]:
+            run = execution("default", States.SUCCEEDED, finished=NOW - datetime.timedelta(minutes=1))
+            TaskExec.objects.filter(pk=run.pk).update(started=run.finished - datetime.timedelta(seconds=seconds))
+        old = execution("default", States.FAILED, finished=NOW - datetime.timedelta(minutes=61))
+        TaskExec.objects.filter(pk=old.pk).update(started=old.finished - datetime.timedelta(hours=2))
+        execution("default", States.CANCELLED, finished=NOW)
+        execution("idle", States.QUEUED)
+
+        queues = by_name(stats.collect(NOW))
+
+        self.assertEqual((queues["default"].run_time_p50, queues["default"].run_time_p95), (0.1, 0.5))
+        self.assertEqual((queues["idle"].run_time_p50, queues["idle"].run_time_p95), (None, None))
+        self.assertEqual(stats.percentile([0, 0, 1], 0.5), stats.RUN_TIME_BUCKETS[2])
+
     def test_nothing_at_all(self):
         snapshot = stats.collect(NOW)
         self.assertEqual(snapshot.queues, ())

@@ -16,13 +16,14 @@ import traceback
 from django.db import DatabaseError, InterfaceError, connections, router, transaction
 from django.utils import timezone
 
-from .. import conf, serialization
+from .. import conf, serialization, signals
 from ..models import TaskExec
 from ..registry import tasks_registry
 from . import claiming, errors
 from .coroutines import run_coroutine
 from .backoff import Backoff
 from .capture import captured_output
+from .timeouts import TaskTimeout
 
 logger = logging.getLogger("django_toosimple_q")
 
@@ -30,27 +31,83 @@ States = TaskExec.States
 PREVIEW_LENGTH = TaskExec._meta.get_field("result_preview").max_length
 
 
-def execute(claimed, worker_id, give_up=lambda: True):
+def execute(claimed, worker_id, give_up=lambda: True, watch=None):
     """Run ``claimed`` (a ClaimedTask) in this thread and store how it ended.
 
     When the database is away, storing the outcome is tried again until it
-    is back or ``give_up()`` is true.
+    is back or ``give_up()`` is true. ``watch`` (a timeouts.Watch) ends the
+    task at its timeout; once it abandoned this thread, the outcome is
+    stored from another one (``store_timed_out``) and this one stores nothing.
+    Returns the state stored and the run time in seconds; None when nothing
+    was stored.
     """
+    started = time.monotonic()
     try:
         run = _runner(claimed, worker_id)
     except LookupError as error:
-        logger.error("%s (execution #%s)", error, claimed.id)
+        logger.error("%s (execution #%s)", error, claimed.id, extra=log_extra(claimed, worker_id))
         outcome = {"state": States.INVALID, "error": str(error)}
     else:
-        logger.debug("running %s #%s (attempt %s)", claimed.task_name, claimed.id, claimed.attempt)
+        if logger.isEnabledFor(logging.DEBUG):
+            extra = log_extra(claimed, worker_id)
+            logger.debug("running %s #%s (attempt %s)", claimed.task_name, claimed.id, claimed.attempt, extra=extra)
+        signals.send(signals.task_started, TaskExec, execution=claimed, worker_id=worker_id)
         with captured_output() as output, savepoint_in_callers_transaction():
-            outcome = run()
+            outcome = _run_watched(run, watch)
+        if watch is not None and watch.abandoned:
+            # Its outcome is stored already, and the worker no longer counts this thread.
+            connections.close_all()
+            return None
         outcome["stdout"], outcome["stderr"] = output.stdout, output.stderr
         # Before the outcome is written: a connection the task left in a
         # transaction would take the outcome into it, and roll it back.
         recycle_connections()
     outcome["finished"] = timezone.now()
-    _store(claimed, worker_id, give_up, outcome)
+    if not _store(claimed, worker_id, give_up, outcome):
+        return None
+    duration = time.monotonic() - started
+    # DEBUG, as the line before: one line per task would slow a busy worker.
+    if logger.isEnabledFor(logging.DEBUG):
+        extra = log_extra(claimed, worker_id, duration)
+        logger.debug("%s #%s %s in %.3fs", claimed.task_name, claimed.id, outcome["state"], duration, extra=extra)
+    return outcome["state"], duration
+
+
+def log_extra(execution, worker_id, duration=None):
+    """The ``extra`` of a lifecycle log line: the same keys on each, for JSON log formatters to index.
+
+    ``execution`` is a TaskExec or a claimed task; ``duration`` in seconds, on the lines that end a run.
+    """
+    return {
+        "execution_id": execution.id,
+        "task_name": execution.task_name,
+        "queue": execution.queue,
+        "attempt": execution.attempt,
+        "duration": duration,
+        "worker": worker_id,
+    }
+
+
+def store_timed_out(claimed, worker_id, seconds, give_up=lambda: True):
+    """Store that ``claimed`` timed out, its thread abandoned: what that thread will not store."""
+    outcome = {"state": States.FAILED, "error": _timed_out(seconds) + ": its thread was stuck and is abandoned"}
+    outcome["finished"] = timezone.now()
+    return (States.FAILED, seconds) if _store(claimed, worker_id, give_up, outcome) else None
+
+
+def _run_watched(run, watch):
+    """``run()``, ended by TaskTimeout at ``watch``'s deadline (an async task too: it runs on this thread)."""
+    if watch is None:
+        return run()
+    try:
+        with watch:
+            return run()
+    except TaskTimeout:
+        return {"state": States.FAILED, "error": f"{_timed_out(watch.seconds)}\n{traceback.format_exc()}"}
+
+
+def _timed_out(seconds):
+    return f"timed out after {seconds:g} s"
 
 
 def _runner(claimed, worker_id):
@@ -75,6 +132,8 @@ def _call(task, claimed):
         value = task.func(*claimed.args, **claimed.kwargs)
         if inspect.iscoroutine(value):
             value = run_coroutine(value)
+    except TaskTimeout:
+        raise  # the timeout's, not the task's: see _run_watched
     except BaseException:  # noqa: B036 - SystemExit and KeyboardInterrupt fail the task, not the worker
         return {"state": States.FAILED, "error": traceback.format_exc()}
     return _succeeded(value, claimed)
@@ -112,7 +171,8 @@ def _store(claimed, worker_id, give_up, outcome):
     Anything but an outage that goes wrong (the database refuses a value,
     the next try's due time overflows) would go wrong again: the row ends
     with the reason instead, never left PROCESSING for another worker to
-    run again.
+    run again. Returns whether it was stored (not when the row was taken
+    from this worker).
     """
     retries = outcome.get("retries", claimed.retries)  # an outcome may rule out any retry
     store = _finish_and_retry if outcome["state"] == States.FAILED and retries != 0 else _finish
@@ -121,7 +181,8 @@ def _store(claimed, worker_id, give_up, outcome):
     except Exception as error:
         if _is_outage(error):
             raise  # given up: the worker stops, and its row is interrupted
-        return _store_through_outages(_finish, claimed, worker_id, give_up, _unstorable(claimed, outcome, error))
+        instead = _unstorable(claimed, worker_id, outcome, error)
+        return _store_through_outages(_finish, claimed, worker_id, give_up, instead)
 
 
 def _store_through_outages(store, claimed, worker_id, give_up, outcome):
@@ -130,27 +191,37 @@ def _store_through_outages(store, claimed, worker_id, give_up, outcome):
     while True:
         try:
             with savepoint_in_callers_transaction():
-                return store(claimed, worker_id, outcome)
+                stored = store(claimed, worker_id, outcome)
         except (DatabaseError, InterfaceError) as error:
             if not errors.is_transient(error) or give_up():
                 raise
-            logger.warning("could not store the outcome of %s #%s (%s); retrying", claimed.task_name, claimed.id, error)
+            logger.warning(
+                "could not store the outcome of %s #%s (%s); retrying",
+                claimed.task_name,
+                claimed.id,
+                error,
+                extra=log_extra(claimed, worker_id),
+            )
             # A broken connection is only replaced once closed.
             connections.close_all()
             time.sleep(backoff.next_delay())
+        else:
+            if stored:
+                signals.send(signals.task_finished, TaskExec, execution=claimed, worker_id=worker_id, outcome=outcome)
+            return stored
 
 
 def _is_outage(error):
     return isinstance(error, (DatabaseError, InterfaceError)) and errors.is_transient(error)
 
 
-def _unstorable(claimed, outcome, error):
+def _unstorable(claimed, worker_id, outcome, error):
     """What is stored instead of an ``outcome`` that could not be: its state, and why the rest is missing.
 
     A success stays one; anything else ends FAILED, and is not tried again.
     """
     reason = f"The outcome of the task could not be stored: {type(error).__name__}: {error}"
-    logger.error("%s #%s: %s", claimed.task_name, claimed.id, reason)
+    logger.error("%s #%s: %s", claimed.task_name, claimed.id, reason, extra=log_extra(claimed, worker_id))
     # What the task's own error said, less what the database may have refused in it.
     original = outcome.get("error", "").replace("\x00", "\ufffd")
     return {
@@ -163,7 +234,12 @@ def _unstorable(claimed, outcome, error):
 def _finish(claimed, worker_id, outcome):
     finished = claiming.finish(claimed.id, worker_id, outcome)
     if not finished:
-        logger.warning("%s #%s was taken from this worker before it finished", claimed.task_name, claimed.id)
+        logger.warning(
+            "%s #%s was taken from this worker before it finished",
+            claimed.task_name,
+            claimed.id,
+            extra=log_extra(claimed, worker_id),
+        )
     return finished
 
 
@@ -184,8 +260,14 @@ def _finish_and_retry(claimed, worker_id, outcome):
             retries=claimed.retries - 1 if claimed.retries > 0 else -1,
             retry_delay=min(delay * 2, longest),
         )
-        if not _finish(claimed, worker_id, {**outcome, "replaced_by_id": retry.pk if retry else None}):
+        finished = _finish(claimed, worker_id, {**outcome, "replaced_by_id": retry.pk if retry else None})
+        if not finished:
             transaction.set_rollback(True)
+    if finished and retry:
+        extra = log_extra(claimed, worker_id)
+        logger.info("%s #%s failed: queued again as #%s", claimed.task_name, claimed.id, retry.pk, extra=extra)
+        signals.send(signals.task_retried, TaskExec, execution=claimed, worker_id=worker_id, retry=retry)
+    return finished
 
 
 @contextlib.contextmanager

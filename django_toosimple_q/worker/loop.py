@@ -20,11 +20,12 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from django.db import DatabaseError, InterfaceError, connection, connections, router
 from django.utils import timezone
 
-from .. import conf, wakeup
+from .. import conf, signals, wakeup
 from ..models import TaskExec, WorkerStatus, default_label
-from . import claiming, errors, executor, recovery
+from . import claiming, errors, executor, recovery, timeouts
 from .backoff import Backoff
 from .claiming import QueueFilter
+from .counters import RunCounters
 from .scheduler import Scheduler
 
 logger = logging.getLogger("django_toosimple_q")
@@ -89,6 +90,10 @@ class Worker:
         self.exit_code = None
         self._claimed_count = 0
         self._running = {}  # future -> ClaimedTask
+        self._watches = {}  # future -> timeouts.Watch, for the tasks that have a timeout
+        self.abandoned_threads = 0
+        self._stuck = set()  # the futures of abandoned threads still in their task
+        self.counters = RunCounters()
         # Tasks whose last run was interrupted, claimed, waiting to run alone;
         # and the future of the one running alone.
         self._held = []
@@ -98,6 +103,8 @@ class Worker:
         self._stopping = threading.Event()
         self._grace_deadline = None
         self._thread = None
+        self._outage = False  # the database went away, and no heartbeat reached it since
+        self._database_back = None  # when a heartbeat last reached it after an outage
 
     # Control, from any thread.
 
@@ -149,7 +156,10 @@ class Worker:
             return
         if not self._register_when_possible():
             return
-        pool = ThreadPoolExecutor(self.threads, thread_name_prefix=f"toosimpleq-{self.label}")
+        # Room for the threads it may abandon: each one's capacity is replaced.
+        pool = ThreadPoolExecutor(
+            self.threads + conf.MAX_ABANDONED_THREADS, thread_name_prefix=f"toosimpleq-{self.label}"
+        )
         listener = self._start_listener()
         wakeup.add_local_worker(self)
         exit_log = ""
@@ -157,6 +167,8 @@ class Worker:
             self._loop(pool)
             claiming.release([task.id for task in self._held], self.status.pk)
             self.exit_code = self._finish_running()
+            if self.abandoned_threads > conf.MAX_ABANDONED_THREADS:
+                self.exit_code = WorkerStatus.ABANDONED_THREADS_EXIT_CODE
             if not self.running_count:
                 self._close_pool_connections(pool)
             # Tasks interrupted after the grace period are left to their
@@ -244,6 +256,7 @@ class Worker:
                 if not said:
                     logger.warning("worker %s waits for the database, or for migrate (%s)", self.label, error)
                     said = True
+                self._outage = True
                 connections.close_all()
                 self._stopping.wait(backoff.next_delay())
         self.exit_code = 0
@@ -261,16 +274,28 @@ class Worker:
         )
         if self.scheduler:
             self.scheduler.sync()
-        logger.info("worker %s started: %s thread(s), queues %s", self.label, self.threads, self._describe_queues())
+        logger.info(
+            "worker %s started: %s thread(s), queues %s",
+            self.label,
+            self.threads,
+            self._describe_queues(),
+            extra={"worker": self.status.pk},
+        )
+        signals.send(signals.worker_started, WorkerStatus, status=self.status)
 
     def _record_exit(self, exit_log):
+        self.status.stopped, self.status.exit_code, self.status.exit_log = timezone.now(), self.exit_code, exit_log
         try:
             WorkerStatus.objects.filter(pk=self.status.pk).update(
-                stopped=timezone.now(), exit_code=self.exit_code, exit_log=exit_log
+                stopped=self.status.stopped,
+                exit_code=self.exit_code,
+                exit_log=exit_log,
+                counters=self.counters.snapshot(),
             )
         except (DatabaseError, InterfaceError):
             logger.exception("worker %s could not record its exit", self.label)
-        logger.info("worker %s stopped (exit code %s)", self.label, self.exit_code)
+        logger.info("worker %s stopped (exit code %s)", self.label, self.exit_code, extra={"worker": self.status.pk})
+        signals.send(signals.worker_stopped, WorkerStatus, status=self.status)
 
     def _describe_queues(self):
         if self.queue_filter.queues:
@@ -300,6 +325,7 @@ class Worker:
                 # The database went away (a restart, the network), or migrate
                 # is under way: running tasks go on, and so does this loop
                 # once it is back.
+                self._outage = True
                 delay = outage.next_delay()
                 logger.warning("worker %s: database error (%s); retrying in %.1fs", self.label, error, delay)
                 connections.close_all()
@@ -320,6 +346,7 @@ class Worker:
         if now >= self._next_poll:
             self._poll()
             self._next_poll = now + self.tick
+        next_deadline = self._enforce_timeouts(pool)
         free = 0 if self._isolating() else min(self.threads - self.running_count, self._budget_left())
         claimed = self._hold_suspects(claiming.claim(self.status.pk, free, self.queue_filter))
         if self._submit_all(pool, claimed) is None:
@@ -333,15 +360,22 @@ class Worker:
             return True
         if claimed and len(claimed) == free:
             return False  # all free threads got work: there may be more
-        self._wake.wait(timeout=max(0.0, min(self._next_poll, self._next_heartbeat) - time.monotonic()))
+        wake_at = min(self._next_poll, self._next_heartbeat, next_deadline)
+        self._wake.wait(timeout=max(0.0, wake_at - time.monotonic()))
         return False
 
     def _heartbeat(self):
         self._beat()
-        recovery.reap_dead_workers()
+        if self._outage:
+            self._outage = False
+            self._database_back = timezone.now()
+            logger.info("worker %s: the database is back; its peers get their full timeout to beat again", self.label)
+        recovery.reap_dead_workers(database_back=self._database_back)
 
     def _beat(self):
-        WorkerStatus.objects.filter(pk=self.status.pk).update(last_tick=timezone.now())
+        WorkerStatus.objects.filter(pk=self.status.pk).update(
+            last_tick=timezone.now(), counters=self.counters.snapshot()
+        )
 
     def _poll(self):
         """What is done once a tick rather than at each claim."""
@@ -375,8 +409,10 @@ class Worker:
         """Hand the claimed tasks to the pool; their futures, or None if it takes no more work."""
         futures = []
         for position, task in enumerate(claimed):
+            seconds = timeouts.limit_of(task.task_name)
+            watch = None if seconds is None else timeouts.Watch(seconds)
             try:
-                future = pool.submit(self._execute, task)
+                future = pool.submit(self._execute, task, watch)
             except RuntimeError:
                 # The interpreter is exiting and its pools take no more
                 # work: what was claimed goes back to the queue.
@@ -384,17 +420,74 @@ class Worker:
                 self.stop()
                 return None
             self._claimed_count += 1
-            with self._running_lock:
-                self._running[future] = task
-            future.add_done_callback(self._task_done)
+            self._track(future, task, watch)
             futures.append(future)
         return futures
 
-    def _execute(self, task):
+    def _track(self, future, task, watch=None):
+        with self._running_lock:
+            self._running[future] = task
+            if watch is not None:
+                self._watches[future] = watch
+        future.add_done_callback(self._task_done)
+
+    def _execute(self, task, watch):
         try:
-            executor.execute(task, self.status.pk, give_up=self._stopping_now)
+            ended = executor.execute(task, self.status.pk, give_up=self._stopping_now, watch=watch)
         except Exception:
             logger.exception("could not store the outcome of %s #%s", task.task_name, task.id)
+        else:
+            if ended:
+                self.counters.record(task.queue, *ended)
+
+    def _enforce_timeouts(self, pool):
+        """End the tasks past their timeout, abandon the threads stuck in them; returns the next deadline."""
+        now = time.monotonic()
+        with self._running_lock:
+            watched = list(self._watches.items())
+        for future, watch in watched:
+            if watch.check(now):
+                self._abandon(pool, future, watch)
+        with self._running_lock:
+            return min((watch.next_check() for watch in self._watches.values()), default=math.inf)
+
+    def _abandon(self, pool, future, watch):
+        """Stop counting ``future``'s thread, stuck past its timeout; store its task's outcome from another."""
+        with self._running_lock:
+            task = self._running.pop(future)
+            self._watches.pop(future)
+            self._stuck.add(future)
+        self.abandoned_threads += 1
+        WorkerStatus.objects.filter(pk=self.status.pk).update(abandoned_threads=self.abandoned_threads)
+        logger.error(
+            "%s #%s timed out after %ss and its thread ignores it: thread abandoned (%s so far)",
+            task.task_name,
+            task.id,
+            watch.seconds,
+            self.abandoned_threads,
+            extra=executor.log_extra(task, self.status.pk),
+        )
+        stored = pool.submit(self._store_timed_out, task, watch.seconds)
+        self._track(stored, task)
+        if self._alone is future:  # a task running alone: the others wait until its outcome is stored
+            self._alone = stored
+        if self.abandoned_threads > conf.MAX_ABANDONED_THREADS:
+            logger.error(
+                "worker %s abandoned more than TOOSIMPLEQ_MAX_ABANDONED_THREADS (%s) threads: it stops, exit code %s",
+                self.label,
+                conf.MAX_ABANDONED_THREADS,
+                WorkerStatus.ABANDONED_THREADS_EXIT_CODE,
+            )
+            self.stop()
+
+    def _store_timed_out(self, task, seconds):
+        try:
+            ended = executor.store_timed_out(task, self.status.pk, seconds, give_up=self._stopping_now)
+        except Exception:
+            logger.exception("could not store the outcome of %s #%s", task.task_name, task.id)
+        else:
+            if ended:
+                self.counters.record(task.queue, *ended)
 
     def _stopping_now(self):
         """Whether the grace period is over: outcomes not yet stored are abandoned."""
@@ -403,6 +496,8 @@ class Worker:
     def _task_done(self, future):
         with self._running_lock:
             self._running.pop(future, None)
+            self._watches.pop(future, None)
+            self._stuck.discard(future)
         self._wake.set()
 
     def _done(self, claimed):
@@ -443,9 +538,15 @@ class Worker:
 
         Connections belong to the thread that opened them. A barrier makes
         each of these jobs wait for the others, so they run on distinct
-        threads: one per thread of the pool.
+        threads: one per thread of the pool, less those stuck in a task past
+        its timeout (each closes its own when it ends).
         """
-        barrier = threading.Barrier(self.threads)
+        with self._running_lock:
+            # ThreadPoolExecutor keeps the threads it started in _threads.
+            idle = len(pool._threads) - len(self._stuck)
+        if idle <= 0:
+            return
+        barrier = threading.Barrier(idle)
 
         def close_this_threads_connections():
             try:
@@ -455,7 +556,7 @@ class Worker:
             connections.close_all()
 
         try:
-            wait([pool.submit(close_this_threads_connections) for _ in range(self.threads)])
+            wait([pool.submit(close_this_threads_connections) for _ in range(idle)])
         except RuntimeError:
             pass  # the interpreter is exiting: the pool's threads, and their connections, are gone
 

@@ -14,10 +14,12 @@ import logging
 
 from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
+from django.db.models.lookups import LessThan
 from django.utils import timezone
 
 from .. import conf
 from ..models import TaskExec
+from .executor import log_extra
 
 logger = logging.getLogger("django_toosimple_q")
 
@@ -52,15 +54,27 @@ def interrupt(executions, reason):
             if not ended:
                 transaction.set_rollback(True)
                 continue
+        extra = log_extra(execution, execution.worker_id)
         if interruptions >= limit:
-            logger.error("%s #%s: %s", execution.task_name, execution.pk, ending["error"])
+            logger.error("%s #%s: %s", execution.task_name, execution.pk, ending["error"], extra=extra)
             continue
         if replacement is None:
             logger.warning(
-                "%s #%s interrupted (%s): the same call already waits", execution.task_name, execution.pk, reason
+                "%s #%s interrupted (%s): the same call already waits",
+                execution.task_name,
+                execution.pk,
+                reason,
+                extra=extra,
             )
             continue
-        logger.warning("%s #%s interrupted (%s): queued again as #%s", execution.task_name, execution.pk, reason, replacement.pk)
+        logger.warning(
+            "%s #%s interrupted (%s): queued again as #%s",
+            execution.task_name,
+            execution.pk,
+            reason,
+            replacement.pk,
+            extra=extra,
+        )
         replacements.append(replacement)
     return replacements
 
@@ -80,11 +94,20 @@ def interruptions_before(execution):
     return count
 
 
-def reap_dead_workers():
-    """Interrupt and queue again the tasks of workers silent for longer than their timeout."""
-    silent = ExpressionWrapper(Value(timezone.now()) - F("worker__timeout"), output_field=DateTimeField())
+def reap_dead_workers(database_back=None):
+    """Interrupt and queue again the tasks of workers silent for longer than their timeout.
+
+    ``database_back``: when the reaper last saw the database come back
+    after an outage. No worker could beat during it, so silence before that
+    proves nothing: a worker is taken for dead only once it has had its full
+    timeout to beat again since.
+    """
+    silent_since = ExpressionWrapper(Value(timezone.now()) - F("worker__timeout"), output_field=DateTimeField())
+    silent = Q(worker__last_tick__lt=silent_since)
+    if database_back is not None:
+        silent &= Q(LessThan(Value(database_back, output_field=DateTimeField()), silent_since))
     orphans = TaskExec.objects.filter(
-        Q(worker__isnull=True) | Q(worker__last_tick__lt=silent) | Q(worker__stopped__isnull=False),
+        Q(worker__isnull=True) | silent | Q(worker__stopped__isnull=False),
         state=States.PROCESSING,
     )
     return interrupt(orphans, reason="its worker stopped responding")

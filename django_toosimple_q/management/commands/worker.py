@@ -58,9 +58,10 @@ class Command(BaseCommand):
             raise CommandError(error) from error
         self._stop_on_signals(worker)
         exit_code = worker.run()
-        if exit_code:
-            # After 77 (the grace period ended) or 99 (the loop crashed),
-            # tasks may still run on threads a normal exit would wait for.
+        if exit_code or worker.abandoned_threads:
+            # After 77 (the grace period ended), 78 or 99 (the loop crashed),
+            # or with threads abandoned past a timeout, tasks may still run
+            # on threads a normal exit would wait for.
             exit_leaving_task_threads(exit_code)
 
     def _stop_on_signals(self, worker):

@@ -1,0 +1,47 @@
+"""The lifecycle of tasks and workers, as Django signals.
+
+Connect with ``@receiver(task_finished)``. Every signal is sent with
+``sender=TaskExec`` (task signals) or ``sender=WorkerStatus`` (worker
+signals) and these keyword arguments:
+
+- ``task_queued``: ``execution``, the TaskExec stored (sent once the
+  queueing transaction commits).
+- ``task_started``: ``execution``, the claimed execution (its ``id``,
+  ``task_name``, ``args``, ``kwargs``, ``queue``, ``attempt``...), and
+  ``worker_id``.
+- ``task_finished``: the same, and ``outcome``, a dict of what was stored:
+  ``state``, ``result`` or ``error``, ``stdout``, ``stderr``, ``finished``.
+- ``task_retried``: ``execution`` as above, and ``retry``, the TaskExec
+  queued to run it again.
+- ``worker_started`` and ``worker_stopped``: ``status``, the worker's
+  WorkerStatus (``exit_code`` set on stop).
+
+Receivers of task signals run in the worker's thread of that task. A
+receiver that raises is logged and changes nothing else: not the task's
+outcome, not the other receivers.
+"""
+
+import logging
+
+from django.dispatch import Signal
+
+logger = logging.getLogger("django_toosimple_q")
+
+task_queued = Signal()
+task_started = Signal()
+task_finished = Signal()
+task_retried = Signal()
+worker_started = Signal()
+worker_stopped = Signal()
+
+
+def send(signal, sender, **kwargs):
+    """Send ``signal`` to its receivers, logging those that raise."""
+    # Checked first: with no receiver, sending costs one attribute lookup.
+    if not signal.receivers:
+        return
+    for receiver, response in signal.send_robust(sender, **kwargs):
+        if isinstance(response, Exception):
+            logger.error(
+                "a receiver of a django_toosimple_q signal raised: %r", receiver, exc_info=response
+            )

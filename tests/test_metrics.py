@@ -1,0 +1,109 @@
+"""Prometheus metrics: the collector, the view and the counters the workers keep."""
+
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import TransactionTestCase, override_settings
+from django.test.utils import CaptureQueriesContext
+from django.urls import path
+from django.utils import timezone
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from django_toosimple_q.metrics import QueueCollector, metrics_view
+from django_toosimple_q.models import TaskExec, WorkerStatus, prune_executions
+from django_toosimple_q.worker import Worker
+
+from . import urls
+from .test_admin_scale import ROWS, TABLE, insert_history, whole_table_reads
+from .testapp import tasks
+
+States = TaskExec.States
+
+urlpatterns = urls.urlpatterns + [path("metrics/", metrics_view)]
+
+
+def scrape():
+    """The samples of the collector: {(name, frozenset(labels)): value}."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(QueueCollector())
+    text = generate_latest(registry).decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def run_worker(label):
+    worker = Worker(until_done=True, schedules=False, label=label)
+    worker.run()
+    return worker
+
+
+class CollectorTests(TransactionTestCase):
+    def test_gauges_of_the_queues_and_counters_of_the_workers(self):
+        tasks.add.queue(1, b=2)
+        tasks.fail.queue()
+        run_worker("w1")
+        tasks.configured.queue("x")  # waits, on "reports"
+        samples = scrape()
+        rows = "toosimpleq_executions"
+        self.assertEqual(samples[(rows, frozenset({"queue": "default", "state": "SUCCEEDED"}.items()))], 1)
+        self.assertEqual(samples[(rows, frozenset({"queue": "reports", "state": "QUEUED"}.items()))], 1)
+        self.assertIn(("toosimpleq_oldest_waiting_seconds", frozenset({"queue": "reports"}.items())), samples)
+        runs = {"queue": "default", "worker": "w1"}
+        self.assertEqual(samples[("toosimpleq_runs_total", frozenset({**runs, "state": "SUCCEEDED"}.items()))], 1)
+        self.assertEqual(samples[("toosimpleq_runs_total", frozenset({**runs, "state": "FAILED"}.items()))], 1)
+        self.assertEqual(samples[("toosimpleq_run_time_seconds_count", frozenset(runs.items()))], 2)
+        self.assertEqual(samples[("toosimpleq_run_time_seconds_bucket", frozenset({**runs, "le": "+Inf"}.items()))], 2)
+        self.assertEqual(samples[("toosimpleq_abandoned_threads_total", frozenset({"worker": "w1"}.items()))], 0)
+
+    def test_counters_only_grow_when_executions_are_pruned(self):
+        tasks.add.queue(1, b=2)
+        run_worker("w1")
+        prune_executions(timezone.now())
+        self.assertEqual(TaskExec.objects.count(), 0)
+        key = ("toosimpleq_runs_total", frozenset({"queue": "default", "state": "SUCCEEDED", "worker": "w1"}.items()))
+        self.assertEqual(scrape()[key], 1)
+
+    def test_a_worker_writes_its_counters_at_each_heartbeat(self):
+        tasks.add.queue(1, b=2)
+        worker = run_worker("w1")
+        counters = WorkerStatus.objects.get(pk=worker.status.pk).counters
+        self.assertEqual(counters["runs"], {"default": {"SUCCEEDED": 1}})
+        self.assertEqual(sum(counters["run_times"]["default"]["buckets"]), 1)
+
+
+@override_settings(ROOT_URLCONF=__name__)
+class ViewTests(TransactionTestCase):
+    def test_not_public(self):
+        self.assertEqual(self.client.get("/metrics/").status_code, 403)
+        self.client.force_login(User.objects.create_user("someone", password="pw"))
+        self.assertEqual(self.client.get("/metrics/").status_code, 403)
+
+    def test_staff(self):
+        self.client.force_login(User.objects.create_user("staff", password="pw", is_staff=True))
+        response = self.client.get("/metrics/")
+        self.assertEqual(response.status_code, 200)
+        self.assertIn(b"toosimpleq_workers_online", response.content)
+        self.assertTrue(response["Content-Type"].startswith("text/plain"))
+
+    @override_settings(TOOSIMPLEQ_METRICS_TOKEN="s3cret")
+    def test_token(self):
+        self.assertEqual(self.client.get("/metrics/", headers={"Authorization": "Bearer s3cret"}).status_code, 200)
+        self.assertEqual(self.client.get("/metrics/", headers={"Authorization": "Bearer wrong"}).status_code, 403)
+
+
+class BigTableTests(TransactionTestCase):
+    def test_a_scrape_is_a_fixed_number_of_queries_that_use_the_indexes(self):
+        insert_history(WorkerStatus.objects.create(label="scale", hostname="h", pid=1).pk)
+        self.assertEqual(TaskExec.objects.count(), ROWS)
+        with CaptureQueriesContext(connection) as queries:
+            scrape()
+        statements = [captured["sql"] for captured in queries]
+        self.assertEqual(len(statements), 6)
+        for sql in statements:
+            # The count of every row by queue and state reads every row, whatever the plan (see test_admin_scale).
+            if TABLE in sql and "COUNT(*)" not in sql:
+                with self.subTest(sql=sql):
+                    self.assertEqual(whole_table_reads(sql), [])

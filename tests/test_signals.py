@@ -1,0 +1,117 @@
+"""The lifecycle signals, and the keys lifecycle log lines carry."""
+
+import logging
+import threading
+
+from django.db import transaction
+from django.test import TransactionTestCase
+
+from django_toosimple_q import signals
+from django_toosimple_q.models import TaskExec, WorkerStatus
+from django_toosimple_q.worker import Worker
+
+from .testapp import tasks
+
+States = TaskExec.States
+EXTRA_KEYS = ("execution_id", "task_name", "queue", "attempt", "duration", "worker")
+
+
+def run_worker():
+    worker = Worker(until_done=True, schedules=False)
+    worker.run()
+    return worker
+
+
+class Received:
+    """A receiver connected to ``signal`` for the test: what it was sent, and in which thread."""
+
+    def __init__(self, test, signal, raises=False):
+        self.calls = []
+
+        def receiver(sender, **kwargs):
+            self.calls.append({"sender": sender, "thread": threading.current_thread().name, **kwargs})
+            if raises:
+                raise RuntimeError("a receiver's bug")
+
+        signal.connect(receiver, weak=False)
+        test.addCleanup(signal.disconnect, receiver)
+
+
+class TaskSignalTests(TransactionTestCase):
+    def test_task_queued_is_sent_once_committed_and_never_for_a_rollback(self):
+        queued = Received(self, signals.task_queued)
+        with transaction.atomic():
+            kept = tasks.add.queue(1, b=2)
+            self.assertEqual(queued.calls, [])
+        try:
+            with transaction.atomic():
+                tasks.add.queue(3, b=4)
+                raise RuntimeError("rolled back")
+        except RuntimeError:
+            pass
+        self.assertEqual([call["execution"] for call in queued.calls], [kept])
+        self.assertIs(queued.calls[0]["sender"], TaskExec)
+
+    def test_a_refused_duplicate_is_not_queued(self):
+        queued = Received(self, signals.task_queued)
+        tasks.unique.queue(1)
+        self.assertIs(tasks.unique.queue(1), False)
+        self.assertEqual(len(queued.calls), 1)
+
+    def test_started_and_finished_with_the_outcome_in_the_worker_thread(self):
+        started, finished = Received(self, signals.task_started), Received(self, signals.task_finished)
+        execution = tasks.add.queue(1, b=2)
+        worker = run_worker()
+        self.assertEqual([call["execution"].id for call in started.calls], [execution.pk])
+        (call,) = finished.calls
+        self.assertEqual((call["outcome"]["state"], call["outcome"]["result"]), (States.SUCCEEDED, 3))
+        self.assertEqual((call["execution"].id, call["worker_id"]), (execution.pk, worker.status.pk))
+        self.assertTrue(call["thread"].startswith(f"toosimpleq-{worker.label}"), call["thread"])
+
+    def test_retried_with_the_retry(self):
+        retried = Received(self, signals.task_retried)
+        execution = tasks.flaky.queue("signals-retried")
+        run_worker()
+        (call,) = retried.calls
+        self.assertEqual(call["execution"].id, execution.pk)
+        self.assertEqual(call["retry"], TaskExec.objects.get(pk=execution.pk).replaced_by)
+
+    def test_a_receiver_that_raises_is_logged_and_changes_no_outcome(self):
+        failing = [Received(self, signal, raises=True) for signal in (signals.task_started, signals.task_finished)]
+        after = Received(self, signals.task_finished)
+        execution = tasks.add.queue(1, b=2)
+        with self.assertLogs("django_toosimple_q", logging.ERROR) as logs:
+            run_worker()
+        self.assertEqual([len(receiver.calls) for receiver in failing], [1, 1])
+        self.assertEqual(len(after.calls), 1)
+        self.assertEqual(sum("a receiver of a django_toosimple_q signal raised" in line for line in logs.output), 2)
+        stored = TaskExec.objects.get(pk=execution.pk)
+        self.assertEqual((stored.state, stored.result), (States.SUCCEEDED, 3))
+
+
+class WorkerSignalTests(TransactionTestCase):
+    def test_worker_started_and_stopped(self):
+        started, stopped = Received(self, signals.worker_started), Received(self, signals.worker_stopped)
+        worker = run_worker()
+        self.assertEqual([call["status"].pk for call in started.calls], [worker.status.pk])
+        (call,) = stopped.calls
+        self.assertEqual((call["status"].pk, call["status"].exit_code), (worker.status.pk, 0))
+        self.assertIs(call["sender"], WorkerStatus)
+
+
+class LogExtraTests(TransactionTestCase):
+    def test_the_lines_of_a_run_carry_the_same_keys(self):
+        execution = tasks.configured.queue("x")
+        with self.assertLogs("django_toosimple_q", logging.DEBUG) as logs:
+            worker = run_worker()
+        lines = [record for record in logs.records if getattr(record, "execution_id", None) == execution.pk]
+        self.assertEqual([record.levelname for record in lines], ["DEBUG", "DEBUG"])
+        running, finished = lines
+        for record in lines:
+            self.assertEqual(
+                (record.task_name, record.queue, record.attempt, record.worker),
+                ("tests.configured", "reports", 1, worker.status.pk),
+            )
+        self.assertIsNone(running.duration)
+        self.assertGreaterEqual(finished.duration, 0)
+        self.assertIn("SUCCEEDED", finished.getMessage())
