@@ -239,6 +239,15 @@ def _insert_with_orm(executions, connection):
             pass  # the same call already waits
 
 
+def queue_database():
+    """The alias of the database that holds the queue's tables, as Django's routers say.
+
+    Statements through the ORM follow the routers by themselves; this is for
+    what does not: transactions, raw SQL, the NOTIFY listener.
+    """
+    return router.db_for_write(TaskExec)
+
+
 def distinct_values(field_name, *, using=None):
     """The distinct values of TaskExec's ``field_name``, sorted, without reading every row.
 

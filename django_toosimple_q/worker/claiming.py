@@ -19,11 +19,11 @@ import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from django.db import OperationalError, connection, connections, router, transaction
+from django.db import OperationalError, connection, connections, transaction
 from django.utils import timezone
 
 from .. import conf, serialization
-from ..models import TaskExec, column_adapter, distinct_values
+from ..models import TaskExec, column_adapter, distinct_values, queue_database
 from .backoff import Backoff
 
 logger = logging.getLogger("django_toosimple_q")
@@ -92,8 +92,8 @@ def claim(worker_id, limit, queue_filter):
 
 
 def _queue_database():
-    """This thread's connection to the database the routers give the queue's tables."""
-    return connections[router.db_for_write(TaskExec)]
+    """This thread's connection to the queue's database."""
+    return connections[queue_database()]
 
 
 def _queues_to_probe(database, queue_filter):
@@ -245,7 +245,7 @@ def _in_driver_style(vendor, sql):
 
 
 def _claim_with_orm(worker_id, limit, queue_filter):
-    with transaction.atomic():
+    with transaction.atomic(using=queue_database()):
         waiting = queue_filter.apply(TaskExec.objects.filter(state=States.QUEUED))
         ids = list(
             waiting.select_for_update(skip_locked=True)

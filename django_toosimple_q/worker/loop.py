@@ -17,11 +17,11 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, wait
 
-from django.db import DatabaseError, InterfaceError, connection, connections
+from django.db import DatabaseError, InterfaceError, connections
 from django.utils import timezone
 
 from .. import conf, wakeup
-from ..models import TaskExec, WorkerStatus, default_label
+from ..models import TaskExec, WorkerStatus, default_label, queue_database
 from . import claiming, errors, executor, recovery
 from .backoff import Backoff
 from .claiming import QueueFilter
@@ -229,9 +229,10 @@ class Worker:
         return "all"
 
     def _start_listener(self):
-        if not wakeup.can_listen(connection):
+        using = queue_database()
+        if not wakeup.can_listen(connections[using]):
             return None
-        listener = wakeup.Listener(self.task_queued, name=f"toosimpleq-{self.label}-listener")
+        listener = wakeup.Listener(self.task_queued, using, name=f"toosimpleq-{self.label}-listener")
         listener.start()
         return listener
 

@@ -17,7 +17,7 @@ from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 from django.utils import timezone
 
 from .. import conf
-from ..models import TaskExec
+from ..models import TaskExec, queue_database
 
 logger = logging.getLogger("django_toosimple_q")
 
@@ -35,7 +35,7 @@ def interrupt(executions, reason):
     for execution in executions.filter(state=States.PROCESSING):
         interruptions = interruptions_before(execution) + 1
         limit = conf.MAX_INTERRUPTIONS
-        with transaction.atomic():
+        with transaction.atomic(using=queue_database()):
             if interruptions >= limit:
                 replacement = None
                 ending = {
