@@ -114,23 +114,40 @@ ORDER = "ORDER BY priority DESC, due, id"
 
 
 @functools.lru_cache
-def _claim_sql(vendor, probes, lock_clause):
-    """The claim statement; its parameters are (started, worker_id, *selection parameters).
+def _selection_sql(probes, lock_clause=""):
+    """The SELECT of the ids of the next QUEUED rows, in claim order, with Django's placeholders.
 
-    ``probes``: the number of queues probed one by one, or None for one
-    read of every queue (see ``_selection_params``).
+    ``probes``: the number of queues read one by one, or None for one read
+    of every queue; its parameters come from ``_selection_params``.
     """
     table = connection.ops.quote_name(TaskExec._meta.db_table)
     # The states are written in the SQL, not passed as parameters: a plan
     # made once for a prepared statement can then use the partial indexes.
     waiting = f"SELECT id, priority, due FROM {table} WHERE state = '{States.QUEUED}'"
     if probes is None:
-        select = f"SELECT id FROM ({waiting} {ORDER} LIMIT %s{lock_clause}) AS waiting"
-    else:
-        # One ordered read of each queue's own index, merged in claim order:
-        # the other queues' rows are never read.
-        probe = f"SELECT * FROM ({waiting} AND queue = %s {ORDER} LIMIT %s{lock_clause}) AS probe"
-        select = f"SELECT id FROM ({' UNION ALL '.join([probe] * probes)}) AS waiting {ORDER} LIMIT %s"
+        return f"SELECT id FROM ({waiting} {ORDER} LIMIT %s{lock_clause}) AS waiting"
+    # One ordered read of each queue's own index, merged in claim order:
+    # the other queues' rows are never read.
+    probe = f"SELECT * FROM ({waiting} AND queue = %s {ORDER} LIMIT %s{lock_clause}) AS probe"
+    return f"SELECT id FROM ({' UNION ALL '.join([probe] * probes)}) AS waiting {ORDER} LIMIT %s"
+
+
+def _selection_params(queues, limit):
+    """The parameters of ``_selection_sql`` for ``limit`` rows from ``queues`` (None: all)."""
+    if queues is None:
+        return [limit]
+    return [*(value for queue in queues for value in (queue, limit)), limit]
+
+
+def _probes(queues):
+    return None if queues is None else len(queues)
+
+
+@functools.lru_cache
+def _claim_sql(vendor, probes, lock_clause):
+    """The claim statement; its parameters are (started, worker_id, *selection parameters)."""
+    table = connection.ops.quote_name(TaskExec._meta.db_table)
+    select = _selection_sql(probes, lock_clause)
     # PostgreSQL may run an IN (subquery) again for each row it updates, each
     # run locking other rows, and so claim far more than the limit; the
     # subquery of ARRAY() runs once.
@@ -142,18 +159,11 @@ def _claim_sql(vendor, probes, lock_clause):
     return _in_driver_style(vendor, sql)
 
 
-def _selection_params(queues, limit):
-    """The parameters of ``_claim_sql``'s selection of ``limit`` rows from ``queues`` (None: all)."""
-    if queues is None:
-        return [limit]
-    return [*(value for queue in queues for value in (queue, limit)), limit]
-
-
 def _claim_returning(database, worker_id, limit, queue_filter, lock_clause=""):
     queues = _queues_to_probe(database, queue_filter)
     if queues == ():
         return []
-    sql = _claim_sql(database.vendor, None if queues is None else len(queues), lock_clause)
+    sql = _claim_sql(database.vendor, _probes(queues), lock_clause)
     started = database.ops.adapt_datetimefield_value(timezone.now())
     rows = _run(database, sql, [started, worker_id, *_selection_params(queues, limit)], _fetchall)
     return [_claimed_task(row) for row in rows]
@@ -327,13 +337,16 @@ def wake_sleeping(queue_filter):
 def has_waiting_work(queue_filter):
     """Whether a task is QUEUED, or SLEEPING with its time come, for these queues."""
     database = _queue_database()
-    executions = TaskExec.objects.using(database.alias)
     queues = _queues_to_probe(database, queue_filter)
-    queued = executions.filter(state=States.QUEUED)
-    if queues is not None:
-        queued = queued.filter(queue__in=queues)  # a seek per queue, where NOT IN would read the excluded ones
-    due = queue_filter.apply(executions.filter(state=States.SLEEPING, due__lte=timezone.now()))
-    return queued.exists() or due.exists()
+    if queues != ():
+        # The claim's own reading, for one row: an EXISTS would let the
+        # planner guess that a queue's rows are spread over the whole table.
+        with database.cursor() as cursor:
+            cursor.execute(_selection_sql(_probes(queues)), _selection_params(queues, 1))
+            if cursor.fetchone():
+                return True
+    due = TaskExec.objects.using(database.alias).filter(state=States.SLEEPING, due__lte=timezone.now())
+    return queue_filter.apply(due).exists()
 
 
 def _retry_while_locked(operation, attempts=50):
