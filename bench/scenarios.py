@@ -272,7 +272,7 @@ class Scenarios:
     # 6. A deep backlog in another queue.
 
     def backlog_pickup(self):
-        """Pickup p50 of workers that do not serve BULK, with ``backlog`` tasks waiting there, and with none.
+        """Claim and pickup p50 of workers that do not serve BULK, with ``backlog`` tasks waiting there, and with none.
 
         The tasks go to the "default" queue. The baseline column is here the
         same worker with BULK empty: the ratio is what the backlog costs.
@@ -280,6 +280,9 @@ class Scenarios:
         backlog = self.config.backlog
         limit = "<= 2x, <= 10 ms" if self.db.vendor == "postgres" else "<= 2x"
         for worker_args in (("--queue", "default"), ("--exclude_queue", BULK)):
+            empty, deep = (self.claims(worker_args, waiting) for waiting in (0, backlog))
+            figure = f"claim p50, worker {' '.join(worker_args)}, {backlog:,} waiting in {BULK} (ms; baseline: {BULK} empty)"
+            self.add(figure, deep, empty, "<= 2x", deep <= 2 * empty)
             empty, deep = (
                 statistics.median(self.engine_pickups(worker_args=worker_args, backlog=waiting)) * 1000
                 for waiting in (0, backlog)
@@ -287,3 +290,11 @@ class Scenarios:
             met = deep <= 2 * empty and (self.db.vendor != "postgres" or deep <= 10)
             figure = f"pickup p50, worker {' '.join(worker_args)}, {backlog:,} waiting in {BULK} (ms; baseline: {BULK} empty)"
             self.add(figure, deep, empty, limit, met)
+
+    def claims(self, worker_args, backlog):
+        """The p50 (ms) of the claim statement of a worker with ``worker_args``, ``backlog`` tasks waiting in BULK."""
+        samples = self.config.samples
+        logger.info("%s: claim, %s, %s waiting in %s", self.db.vendor, " ".join(worker_args), backlog, BULK)
+        self.table.reset(queued=samples + 1, waiting_elsewhere=(BULK, backlog))
+        latencies = processes.run(processes.client("claim", str(samples), *worker_args), self.db).json()["latencies"]
+        return statistics.median(latencies) * 1000
