@@ -28,7 +28,7 @@ the same scenarios on the same rows:
    and the EXPLAIN of the claim on that table;
 5. memory: the worker's peak RSS while draining a small and a large number
    of tasks;
-6. backlog: the pickup latency of a `worker --queue default` and of a
+6. backlog: the claim and the pickup latency of a `worker --queue default` and of a
    `worker --exclude_queue bulk` with --backlog tasks waiting in `bulk`,
    beside the same with `bulk` empty.
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('toosimpleq', '0018_admin'),
+        ('toosimpleq', '0019_django_tasks'),
     ]
 
     operations = [
