@@ -107,10 +107,11 @@ class ServedQueuesTests(TransactionTestCase):
     """A worker that serves some queues claims them in the global claim order."""
 
     def setUp(self):
-        self.old = tasks.add.using(queue="a", priority=1).queue(1)
-        self.urgent = tasks.add.using(queue="b", priority=5).queue(2)
-        self.newer = tasks.add.using(queue="a", priority=1).queue(3)
+        # Queued in an order that is not the claim order.
         self.low = tasks.add.using(queue="b").queue(4)
+        self.old = tasks.add.using(queue="a", priority=1).queue(1)
+        self.newer = tasks.add.using(queue="a", priority=1).queue(3)
+        self.urgent = tasks.add.using(queue="b", priority=5).queue(2)
         self.other = tasks.add.using(queue="c", priority=9).queue(5)
 
     def claimed_ids(self, queue_filter, limit):
