@@ -96,7 +96,7 @@ class ClaimTests(TransactionTestCase):
 def explain_claim(explain, queue_filter, lock_clause="", limit=10):
     """The rows of ``explain`` (EXPLAIN and its options) of the claim statement of ``queue_filter``."""
     queues = claiming._queues_to_probe(connection, queue_filter)
-    sql = claiming._claim_sql(connection.vendor, claiming._probes(queues), lock_clause)
+    sql = claiming._claim_sql(connection.alias, claiming._probes(queues), lock_clause)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
         cursor.execute(f"{explain} {sql}", [now, None, *claiming._selection_params(queues, limit)])

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from django.db import OperationalError, connection, connections, transaction
+from django.db import OperationalError, connections, transaction
 from django.utils import timezone
 
 from .. import conf, serialization
@@ -114,13 +114,13 @@ ORDER = "ORDER BY priority DESC, due, id"
 
 
 @functools.lru_cache
-def _selection_sql(probes, lock_clause=""):
-    """The SELECT of the ids of the next QUEUED rows, in claim order, with Django's placeholders.
+def _selection_sql(alias, probes, lock_clause=""):
+    """The SELECT of the ids of the next QUEUED rows on database ``alias``, in claim order, with Django's placeholders.
 
     ``probes``: the number of queues read one by one, or None for one read
     of every queue; its parameters come from ``_selection_params``.
     """
-    table = connection.ops.quote_name(TaskExec._meta.db_table)
+    table = connections[alias].ops.quote_name(TaskExec._meta.db_table)
     # The states are written in the SQL, not passed as parameters: a plan
     # made once for a prepared statement can then use the partial indexes.
     waiting = f"SELECT id, priority, due FROM {table} WHERE state = '{States.QUEUED}'"
@@ -144,10 +144,12 @@ def _probes(queues):
 
 
 @functools.lru_cache
-def _claim_sql(vendor, probes, lock_clause):
-    """The claim statement; its parameters are (started, worker_id, *selection parameters)."""
-    table = connection.ops.quote_name(TaskExec._meta.db_table)
-    select = _selection_sql(probes, lock_clause)
+def _claim_sql(alias, probes, lock_clause):
+    """The claim statement on database ``alias``; its parameters are (started, worker_id, *selection parameters)."""
+    database = connections[alias]
+    vendor = database.vendor
+    table = database.ops.quote_name(TaskExec._meta.db_table)
+    select = _selection_sql(alias, probes, lock_clause)
     # PostgreSQL may run an IN (subquery) again for each row it updates, each
     # run locking other rows, and so claim far more than the limit; the
     # subquery of ARRAY() runs once.
@@ -163,7 +165,7 @@ def _claim_returning(database, worker_id, limit, queue_filter, lock_clause=""):
     queues = _queues_to_probe(database, queue_filter)
     if queues == ():
         return []
-    sql = _claim_sql(database.vendor, _probes(queues), lock_clause)
+    sql = _claim_sql(database.alias, _probes(queues), lock_clause)
     started = database.ops.adapt_datetimefield_value(timezone.now())
     rows = _run(database, sql, [started, worker_id, *_selection_params(queues, limit)], _fetchall)
     return [_claimed_task(row) for row in rows]
@@ -290,7 +292,7 @@ def finish(execution_id, worker_id, outcome):
     """
     database = _queue_database()
     names = tuple(outcome)
-    sql, adapters = _finish_sql(database.vendor, names)
+    sql, adapters = _finish_sql(database.alias, names)
     values = [
         value if adapt is None else adapt(value, database)
         for value, adapt in zip(outcome.values(), adapters)
@@ -299,16 +301,17 @@ def finish(execution_id, worker_id, outcome):
 
 
 @functools.lru_cache
-def _finish_sql(vendor, names):
-    """The finishing UPDATE of the fields ``names``, and for each, its adapter (see ``column_adapter``)."""
-    quote = connection.ops.quote_name
+def _finish_sql(alias, names):
+    """The finishing UPDATE of the fields ``names`` on database ``alias``, and for each, its adapter (see ``column_adapter``)."""
+    database = connections[alias]
+    quote = database.ops.quote_name
     fields = [TaskExec._meta.get_field(name) for name in names]
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
     sql = (
         f"UPDATE {quote(TaskExec._meta.db_table)} SET {assignments} "
         f"WHERE id = %s AND state = '{States.PROCESSING}' AND worker_id = %s"
     )
-    return _in_driver_style(vendor, sql), tuple(column_adapter(field) for field in fields)
+    return _in_driver_style(database.vendor, sql), tuple(column_adapter(field) for field in fields)
 
 
 def interrupted_before(ids):
@@ -342,7 +345,7 @@ def has_waiting_work(queue_filter):
         # The claim's own reading, for one row: an EXISTS would let the
         # planner guess that a queue's rows are spread over the whole table.
         with database.cursor() as cursor:
-            cursor.execute(_selection_sql(_probes(queues)), _selection_params(queues, 1))
+            cursor.execute(_selection_sql(database.alias, _probes(queues)), _selection_params(queues, 1))
             if cursor.fetchone():
                 return True
     due = TaskExec.objects.using(database.alias).filter(state=States.SLEEPING, due__lte=timezone.now())
