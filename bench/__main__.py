@@ -27,7 +27,10 @@ the same scenarios on the same rows:
 4. history cost: the 8-thread drain again, with finished rows in the table,
    and the EXPLAIN of the claim on that table;
 5. memory: the worker's peak RSS while draining a small and a large number
-   of tasks.
+   of tasks;
+6. backlog: the claim and the pickup latency of a `worker --queue default` and of a
+   `worker --exclude_queue bulk` with --backlog tasks waiting in `bulk`,
+   beside the same with `bulk` empty.
 
 Progress goes to stderr; the table, the EXPLAIN and the machine's load to stdout.
 """
@@ -41,12 +44,12 @@ import sys
 
 from bench import database
 from bench.report import format_table
-from bench.scenarios import Config, Scenarios
+from bench.scenarios import SCENARIOS, Config, Scenarios
 
 # The pickup scenario's tick is shorter than the worker's default (1 s): on
 # SQLite each pickup waits about a tick, and 200 of them must not take minutes.
-FULL = Config(tasks=5000, history=100_000, memory=(2000, 20_000), samples=100, repeat=3, tick=0.1)
-QUICK = Config(tasks=200, history=2000, memory=(200, 2000), samples=5, repeat=1, tick=0.1)
+FULL = Config(tasks=5000, history=100_000, memory=(2000, 20_000), samples=100, repeat=3, tick=0.1, backlog=1_000_000)
+QUICK = Config(tasks=200, history=2000, memory=(200, 2000), samples=5, repeat=1, tick=0.1, backlog=2000)
 
 
 def parse_args():
@@ -60,6 +63,8 @@ def parse_args():
     add("--samples", type=int, help=f"pickup latency measurements (default {FULL.samples})")
     add("--repeat", type=int, help=f"runs of each drain; the median is shown (default {FULL.repeat})")
     add("--tick", type=float, help=f"idle poll interval of the pickup workers (default {FULL.tick:g} s)")
+    add("--backlog", type=int, help=f"tasks waiting in another queue for the backlog pickup (default {FULL.backlog:,})")
+    add("--only", choices=SCENARIOS, nargs="+", help="run only these scenarios (default: all)")
     return parser.parse_args()
 
 

@@ -59,10 +59,11 @@ class Table:
         )
         self._execute(sql, [count, *params])
 
-    def reset(self, *, queued, finished=0, queued_as=None):
+    def reset(self, *, queued, finished=0, queued_as=None, waiting_elsewhere=(None, 0)):
         """Leave ``finished`` SUCCEEDED rows, then ``queued`` QUEUED noop rows, and nothing else.
 
         ``queued_as``: other columns of the queued rows (FRAMEWORK_NOOP).
+        ``waiting_elsewhere``: (queue, count), count more QUEUED noop rows on that queue.
         """
         if self.db.vendor == "postgres":
             # A new, unbloated table for each run. CASCADE: ScheduleExec's
@@ -75,6 +76,9 @@ class Table:
             self.insert_copies(finished, task_name=NOOP, state="SUCCEEDED", started=now, finished=now)
         if queued:
             self.insert_copies(queued, **{"task_name": NOOP, "state": "QUEUED", "due": now, **(queued_as or {})})
+        queue, count = waiting_elsewhere
+        if count:
+            self.insert_copies(count, task_name=NOOP, state="QUEUED", due=now, queue=queue)
         if self.db.vendor == "postgres":
             # What autovacuum would do a little later, at a moment that could
             # fall in the middle of a measurement.

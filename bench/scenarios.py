@@ -35,12 +35,21 @@ class Config:
     samples: int  # pickup latency measurements
     repeat: int  # runs of each throughput drain, of which the median is shown
     tick: float  # the idle poll interval of the pickup scenario's workers, engine and baseline
+    backlog: int  # tasks waiting in another queue for the backlog scenario
+    only: tuple = ()  # the scenarios to run (names of SCENARIOS); empty: all
 
 
 @dataclass(frozen=True)
 class Drain:
     rate: float  # tasks/s
     peak_rss_mb: float
+
+
+# What --only chooses from, in the order they run.
+SCENARIOS = ("enqueue", "drain", "framework", "pickup", "history", "memory", "backlog")
+
+# The queue whose deep backlog the backlog scenario's workers must not feel.
+BULK = "bulk"
 
 
 class Scenarios:
@@ -59,15 +68,29 @@ class Scenarios:
         connection = self.db.connect()
         try:
             self.table = Table(self.db, connection)
-            self.enqueue_rate()
-            empty = self.drain_rate()
-            self.framework_drain(empty)
-            self.pickup_latency()
-            self.history_cost(empty)
-            self.memory()
+            if self.runs("enqueue"):
+                self.enqueue_rate()
+            else:  # the rows of the other scenarios are copies of a row queue() wrote
+                processes.run(processes.client("enqueue", "1"), self.db)
+                self.table.save_template()
+            needs_drain = self.runs("drain") or self.runs("framework") or self.runs("history")
+            empty = self.drain_rate() if needs_drain else None
+            if self.runs("framework"):
+                self.framework_drain(empty)
+            if self.runs("pickup"):
+                self.pickup_latency()
+            if self.runs("history"):
+                self.history_cost(empty)
+            if self.runs("memory"):
+                self.memory()
+            if self.runs("backlog"):
+                self.backlog_pickup()
         finally:
             connection.close()
         return self.rows
+
+    def runs(self, scenario):
+        return not self.config.only or scenario in self.config.only
 
     def add(self, figure, engine, baseline, target="", met=None):
         self.rows.append(Row(self.db.vendor, figure, engine, baseline, target, met))
@@ -176,15 +199,22 @@ class Scenarios:
     def _pickup_timeout(self):
         return 10 * self.config.tick + 10
 
-    def engine_pickups(self, embedded=False):
-        """Latencies of queue() in a client, picked up by a worker command or by the client's embedded worker."""
-        kind = "embedded" if embedded else "worker command"
-        logger.info("%s: engine pickup latency, %s, %s tasks", self.db.vendor, kind, self.config.samples)
-        self.table.reset(queued=0)
+    def engine_pickups(self, embedded=False, worker_args=(), backlog=0):
+        """Latencies of queue() in a client, picked up by a worker command or by the client's embedded worker.
+
+        ``worker_args``: the worker command's queue options; ``backlog``:
+        tasks left waiting meanwhile in the queue BULK.
+        """
+        kind = "embedded" if embedded else f"worker command {' '.join(worker_args)}"
+        logger.info(
+            "%s: engine pickup latency, %s, %s tasks, %s waiting in %s",
+            self.db.vendor, kind, self.config.samples, backlog, BULK,
+        )
+        self.table.reset(queued=0, waiting_elsewhere=(BULK, backlog))
         command = processes.client("latency", str(self.config.samples), "--timeout", str(self._pickup_timeout()))
         if embedded:
             return processes.run([*command, "--embedded"], self.db).json()["latencies"]
-        worker = processes.start(processes.manage("worker", "--tick", str(self.config.tick)), self.db)
+        worker = processes.start(processes.manage("worker", "--tick", str(self.config.tick), *worker_args), self.db)
         try:
             latency.wait_until(lambda: self.table.worker_started(worker.pid), timeout=30, interval=0.05)
             return processes.run(command, self.db).json()["latencies"]
@@ -238,3 +268,33 @@ class Scenarios:
             for at_small, at_large in ((engine_small, engine_large), (raw_small, raw_large))
         ]
         self.add(f"  peak RSS at {large:,} / at {small:,}", *growth, "< 1.10", growth[0] < 1.1)
+
+    # 6. A deep backlog in another queue.
+
+    def backlog_pickup(self):
+        """Claim and pickup p50 of workers that do not serve BULK, with ``backlog`` tasks waiting there, and with none.
+
+        The tasks go to the "default" queue. The baseline column is here the
+        same worker with BULK empty: the ratio is what the backlog costs.
+        """
+        backlog = self.config.backlog
+        limit = "<= 2x, <= 10 ms" if self.db.vendor == "postgres" else "<= 2x"
+        for worker_args in (("--queue", "default"), ("--exclude_queue", BULK)):
+            empty, deep = (self.claims(worker_args, waiting) for waiting in (0, backlog))
+            figure = f"claim p50, worker {' '.join(worker_args)}, {backlog:,} waiting in {BULK} (ms; baseline: {BULK} empty)"
+            self.add(figure, deep, empty, "<= 2x", deep <= 2 * empty)
+            empty, deep = (
+                statistics.median(self.engine_pickups(worker_args=worker_args, backlog=waiting)) * 1000
+                for waiting in (0, backlog)
+            )
+            met = deep <= 2 * empty and (self.db.vendor != "postgres" or deep <= 10)
+            figure = f"pickup p50, worker {' '.join(worker_args)}, {backlog:,} waiting in {BULK} (ms; baseline: {BULK} empty)"
+            self.add(figure, deep, empty, limit, met)
+
+    def claims(self, worker_args, backlog):
+        """The p50 (ms) of the claim statement of a worker with ``worker_args``, ``backlog`` tasks waiting in BULK."""
+        samples = self.config.samples
+        logger.info("%s: claim, %s, %s waiting in %s", self.db.vendor, " ".join(worker_args), backlog, BULK)
+        self.table.reset(queued=samples + 1, waiting_elsewhere=(BULK, backlog))
+        latencies = processes.run(processes.client("claim", str(samples), *worker_args), self.db).json()["latencies"]
+        return statistics.median(latencies) * 1000

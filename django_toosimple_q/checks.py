@@ -10,7 +10,7 @@ import re
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
-from django.db import connection, connections
+from django.db import connections
 from django.db.migrations.recorder import MigrationRecorder
 
 from . import conf
@@ -122,6 +122,10 @@ def check_embedded_sqlite(app_configs, **kwargs):
     The embedded threads claim and finish tasks while the server's requests
     write: without them, either side may fail with "database is locked".
     """
+    from .models import queue_database  # checks.py is imported before the models are ready
+
+    # The embedded threads write to the queue's database, wherever the routers put it.
+    connection = connections[queue_database()]
     if not conf.EMBEDDED or connection.vendor != "sqlite":
         return []
     options = connection.settings_dict.get("OPTIONS", {})
@@ -138,7 +142,7 @@ def check_embedded_sqlite(app_configs, **kwargs):
         checks.Warning(
             f"TOOSIMPLEQ_EMBEDDED on SQLite without {', '.join(missing)}: requests and the embedded "
             'worker may fail with "database is locked"',
-            hint='Set DATABASES["default"]["OPTIONS"] to {"init_command": "PRAGMA journal_mode=WAL; '
+            hint=f'Set DATABASES["{connection.alias}"]["OPTIONS"] to {{"init_command": "PRAGMA journal_mode=WAL; '
             'PRAGMA synchronous=NORMAL;", "transaction_mode": "IMMEDIATE", "timeout": 20}.',
             id="toosimpleq.W001",
         )

@@ -255,13 +255,22 @@ def _insert_with_orm(executions, connection):
             pass  # the same call already waits
 
 
-def distinct_values(field_name):
+def queue_database():
+    """The alias of the database that holds the queue's tables, as Django's routers say.
+
+    Statements through the ORM follow the routers by themselves; this is for
+    what does not: transactions, raw SQL, the NOTIFY listener.
+    """
+    return router.db_for_write(TaskExec)
+
+
+def distinct_values(field_name, *, using=None):
     """The distinct values of TaskExec's ``field_name``, sorted, without reading every row.
 
     A loose index scan: one index seek for each value, however many rows
     share it. The field must lead an index.
     """
-    connection = connections[router.db_for_read(TaskExec)]
+    connection = connections[using or router.db_for_read(TaskExec)]
     quote = connection.ops.quote_name
     table, column = quote(TaskExec._meta.db_table), quote(TaskExec._meta.get_field(field_name).column)
     sql = (
@@ -376,6 +385,13 @@ class TaskExec(models.Model):
             models.Index(
                 fields=["-priority", "due", "id"],
                 name="toosimpleq_claim_idx",
+                condition=models.Q(state="QUEUED"),
+            ),
+            # The claim of a worker that serves some queues: the next QUEUED
+            # rows of one queue, however many other queues hold.
+            models.Index(
+                fields=["queue", "-priority", "due", "id"],
+                name="toosimpleq_queue_claim_idx",
                 condition=models.Q(state="QUEUED"),
             ),
             # Waking sleeping rows whose time has come.

@@ -56,15 +56,16 @@ def can_listen(connection):
 
 
 class Listener(threading.Thread):
-    """Calls ``on_task_queued(queue)`` for each NOTIFY, until ``stop()``.
+    """Calls ``on_task_queued(queue)`` for each NOTIFY on database ``using``, until ``stop()``.
 
     A lost connection is opened again after a pause; meanwhile the worker
     still polls at its tick, so nothing waits for the listener.
     """
 
-    def __init__(self, on_task_queued, name):
+    def __init__(self, on_task_queued, using, name):
         super().__init__(name=name, daemon=True)
         self.on_task_queued = on_task_queued
+        self.using = using  # the alias of the queue's database
         self._stopping = threading.Event()
 
     def stop(self):
@@ -72,7 +73,7 @@ class Listener(threading.Thread):
 
     def run(self):
         # connections[...] is per thread: this is the listener's own connection.
-        connection = connections["default"]
+        connection = connections[self.using]
         try:
             while not self._stopping.is_set():
                 try:

@@ -26,6 +26,12 @@ TOOSIMPLEQ_TEST_CHAOS_APP   "1" installs tests.chaosapp, the tasks and schedule
 TOOSIMPLEQ_TEST_UPSTREAM_APP
                             "1" installs tests.upstreamapp, the tasks of the
                             upstream fixture databases (test_upstream_migration).
+TOOSIMPLEQ_TEST_QUEUE_DB_NAME
+                            the same as TOOSIMPLEQ_TEST_DB_NAME for the
+                            second database, "queue" (test_routing).
+TOOSIMPLEQ_TEST_ROUTED      "1" routes the queue's tables to the "queue"
+                            database (tests/routers.py), as a site that
+                            keeps them off its application database does.
 TOOSIMPLEQ_TEST_HEARTBEAT, TOOSIMPLEQ_TEST_WORKER_TIMEOUT
                             TOOSIMPLEQ_HEARTBEAT and TOOSIMPLEQ_WORKER_TIMEOUT,
                             short for the chaos tests' worker subprocesses, so
@@ -71,10 +77,23 @@ elif DB_VENDOR == "postgres":
 else:
     raise ValueError(f"TOOSIMPLEQ_TEST_DB must be 'sqlite' or 'postgres', not {DB_VENDOR!r}")
 
+# A second database of the same kind, for the queue alone (test_routing):
+# the runner creates it only for the tests that use it.
+QUEUE_DATABASE = {**DATABASE, "TEST": {}}
+if DB_VENDOR == "sqlite":
+    QUEUE_DATABASE["NAME"] = str(SQLITE_DIR / "toosimpleq_queue.sqlite3")
+    QUEUE_DATABASE["TEST"] = {"NAME": str(SQLITE_DIR / "test_toosimpleq_queue.sqlite3")}
+else:
+    QUEUE_DATABASE["NAME"] = "toosimpleq_queue"
+
 if DB_NAME_OVERRIDE:
     DATABASE["NAME"] = DATABASE["TEST"]["NAME"] = DB_NAME_OVERRIDE
+if "TOOSIMPLEQ_TEST_QUEUE_DB_NAME" in os.environ:
+    QUEUE_DATABASE["NAME"] = QUEUE_DATABASE["TEST"]["NAME"] = os.environ["TOOSIMPLEQ_TEST_QUEUE_DB_NAME"]
 
-DATABASES = {"default": DATABASE}
+DATABASES = {"default": DATABASE, "queue": QUEUE_DATABASE}
+if os.environ.get("TOOSIMPLEQ_TEST_ROUTED") == "1":
+    DATABASE_ROUTERS = ["tests.routers.QueueRouter"]
 
 INSTALLED_APPS = [
     "django.contrib.contenttypes",

@@ -4,9 +4,10 @@ import datetime
 import threading
 from unittest import mock, skipUnless
 
-from django.db import connection
+from django.db import connection, transaction
 from django.core import checks
 from django.test import SimpleTestCase, TransactionTestCase
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_toosimple_q.models import TaskExec, WorkerStatus
@@ -92,6 +93,162 @@ class ClaimTests(TransactionTestCase):
             self.assertEqual(TaskExec.objects.filter(worker_id=worker_id, state=States.PROCESSING).count(), len(ids))
 
 
+def explain_claim(explain, queue_filter, lock_clause="", limit=10):
+    """The rows of ``explain`` (EXPLAIN and its options) of the claim statement of ``queue_filter``."""
+    queues = claiming._queues_to_probe(connection, queue_filter)
+    sql = claiming._claim_sql(connection.alias, claiming._probes(queues), lock_clause)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(f"{explain} {sql}", [now, None, *claiming._selection_params(queues, limit)])
+        return cursor.fetchall()
+
+
+class ServedQueuesTests(TransactionTestCase):
+    """A worker that serves some queues claims them in the global claim order."""
+
+    def setUp(self):
+        # Queued in an order that is not the claim order.
+        self.low = tasks.add.using(queue="b").queue(4)
+        self.old = tasks.add.using(queue="a", priority=1).queue(1)
+        self.newer = tasks.add.using(queue="a", priority=1).queue(3)
+        self.urgent = tasks.add.using(queue="b", priority=5).queue(2)
+        self.other = tasks.add.using(queue="c", priority=9).queue(5)
+
+    def claimed_ids(self, queue_filter, limit):
+        return [task.id for task in claiming.claim(new_worker().pk, limit, queue_filter)]
+
+    def test_served_queues_merge_in_priority_then_due_then_id_order(self):
+        for queue_filter in (QueueFilter(("a", "b")), QueueFilter(("b", "a")), QueueFilter(excluded=("c",))):
+            with self.subTest(queue_filter=queue_filter):
+                self.assertEqual(
+                    sorted(self.claimed_ids(queue_filter, 3), key=self.order_of),
+                    [self.urgent.pk, self.old.pk, self.newer.pk],
+                )
+                TaskExec.objects.filter(state=States.PROCESSING).update(state=States.QUEUED, worker=None)
+
+    def order_of(self, pk):
+        return [self.urgent.pk, self.old.pk, self.newer.pk, self.low.pk].index(pk)
+
+    def test_excluding_every_waiting_queue_claims_nothing(self):
+        self.assertEqual(self.claimed_ids(QueueFilter(excluded=("a", "b", "c")), 10), [])
+        self.assertEqual(self.claimed_ids(QueueFilter(("nowhere",)), 10), [])
+        self.assertEqual(TaskExec.objects.filter(state=States.PROCESSING).count(), 0)
+
+    def test_a_deep_queue_does_not_starve_the_limit(self):
+        """Each queue's probe reads up to the limit: the merge still fills it from one queue."""
+        self.assertEqual(len(self.claimed_ids(QueueFilter(("a",)), 5)), 2)
+        self.assertEqual(len(self.claimed_ids(QueueFilter(excluded=("a",)), 5)), 3)
+
+    def test_waiting_work_is_that_of_the_served_queues(self):
+        TaskExec.objects.filter(queue="c").update(state=States.SUCCEEDED)
+        self.assertTrue(claiming.has_waiting_work(QueueFilter(excluded=("a",))))
+        self.assertFalse(claiming.has_waiting_work(QueueFilter(excluded=("a", "b"))))
+        self.assertFalse(claiming.has_waiting_work(QueueFilter(("c",))))
+        tasks.add.using(queue="c", due=timezone.now() - datetime.timedelta(seconds=1)).queue(6)
+        TaskExec.objects.filter(queue="c").update(state=States.SLEEPING)
+        self.assertTrue(claiming.has_waiting_work(QueueFilter(("c",))))
+        self.assertTrue(claiming.has_waiting_work(QueueFilter(excluded=("a", "b"))))
+
+
+# Rows enough that reading them would show in a plan; inserted in one statement.
+BACKLOG = 30_000
+TABLE = TaskExec._meta.db_table
+
+
+def insert_rows(queue, rows, state=States.QUEUED):
+    """``rows`` executions on ``queue`` in ``state``, in one INSERT ... SELECT."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {TABLE} (
+                task_name, args, kwargs, queue, priority, state, due, created,
+                retries, retry_delay, attempt, result_preview, error, stdout, stderr
+            )
+            WITH RECURSIVE numbers(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM numbers WHERE i < %s)
+            SELECT 'tests.add', '[]', '{{}}', %s, i %% 3, %s, %s, %s, 0, 0, 1, '', '', '', ''
+            FROM numbers
+            """,
+            [rows, queue, state, timezone.now(), timezone.now()],
+        )
+
+
+class DeepBacklogPlanTests(TransactionTestCase):
+    """With a deep backlog in ``bulk``, the other queues' workers never read its rows, nor their own history."""
+
+    FILTERS = {
+        "--queue urgent": QueueFilter(("urgent",)),
+        "--queue urgent --queue mail": QueueFilter(("urgent", "mail")),
+        "--exclude_queue bulk": QueueFilter(excluded=("bulk",)),
+    }
+
+    def setUp(self):
+        insert_rows("bulk", BACKLOG)
+        insert_rows("urgent", BACKLOG, States.SUCCEEDED)
+        tasks.add.using(queue="urgent").queue(1)
+        tasks.add.using(queue="mail", priority=2).queue(2)
+        with connection.cursor() as cursor:
+            # What autovacuum does to a big table: statistics, and the visibility map.
+            cursor.execute(f"VACUUM ANALYZE {TABLE}" if connection.vendor == "postgresql" else f"ANALYZE {TABLE}")
+
+    @skipUnless(connection.vendor == "postgresql", "PostgreSQL's EXPLAIN ANALYZE")
+    def test_postgresql_claim_reads_only_the_served_queues(self):
+        for name, queue_filter in self.FILTERS.items():
+            with self.subTest(name):
+                with transaction.atomic():  # EXPLAIN ANALYZE runs the claim: undone below
+                    [[[root]]] = explain_claim("EXPLAIN (ANALYZE, FORMAT JSON)", queue_filter, " FOR UPDATE SKIP LOCKED")
+                    transaction.set_rollback(True)
+                scans = list(table_scans(root["Plan"]))
+                self.assertTrue(scans)
+                for scan in scans:
+                    self.assertNotEqual(scan["Node Type"], "Seq Scan")
+                    # Rows read, whether kept or filtered out: a handful, not the backlog.
+                    read = scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0) + scan.get("Rows Removed by Index Recheck", 0)
+                    self.assertLess(read * scan["Actual Loops"], 10, scan)
+
+    @skipUnless(connection.vendor == "sqlite", "SQLite's EXPLAIN QUERY PLAN")
+    def test_sqlite_claim_reads_only_the_served_queues(self):
+        for name, queue_filter in self.FILTERS.items():
+            with self.subTest(name):
+                details = [row[3] for row in explain_claim("EXPLAIN QUERY PLAN", queue_filter)]
+                self.assert_sqlite_reads_by_queue_or_id(details)
+
+    def test_the_waiting_work_check_reads_only_the_served_queues(self):
+        for name, queue_filter in self.FILTERS.items():
+            with self.subTest(name):
+                with CaptureQueriesContext(connection) as queries:
+                    self.assertTrue(claiming.has_waiting_work(queue_filter))
+                for query in queries:
+                    with connection.cursor() as cursor:
+                        if connection.vendor == "postgresql":
+                            cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {query['sql']}")
+                            [[[root]]] = cursor.fetchall()
+                            for scan in table_scans(root["Plan"]):
+                                self.assertNotEqual(scan["Node Type"], "Seq Scan", query["sql"])
+                                self.assertLess(scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0), 10, scan)
+                        else:
+                            cursor.execute(f"EXPLAIN QUERY PLAN {query['sql']}")
+                            self.assert_sqlite_reads_by_queue_or_id([row[3] for row in cursor.fetchall()])
+
+    def assert_sqlite_reads_by_queue_or_id(self, details):
+        reads = [detail for detail in details if TABLE in detail]
+        self.assertTrue(reads)
+        for detail in reads:
+            # Seeks by queue, by id, or of due SLEEPING rows; a SEARCH with
+            # no constraint is the first entry of an index (MIN()). Never a SCAN.
+            self.assertRegex(
+                detail,
+                rf"^SEARCH {TABLE} USING (INTEGER PRIMARY KEY|(COVERING )?INDEX \S+( \((queue|state=\? AND id|due)|$))",
+            )
+
+
+def table_scans(node):
+    """The nodes of a PostgreSQL plan that read the execution table or its indexes."""
+    if node.get("Relation Name") == TABLE:
+        yield node
+    for child in node.get("Plans", []):
+        yield from table_scans(child)
+
+
 class ClaimPlanTests(TransactionTestCase):
     """The claim reads the partial index of waiting rows, not the history."""
 
@@ -112,18 +269,14 @@ class ClaimPlanTests(TransactionTestCase):
             cursor.execute(f"ANALYZE {connection.ops.quote_name(TaskExec._meta.db_table)}")
 
     def claim_plan(self, explain, queue_filter, lock_clause=""):
-        sql, queue_params = claiming._claim_sql(connection.vendor, queue_filter, lock_clause)
-        now = connection.ops.adapt_datetimefield_value(timezone.now())
-        with connection.cursor() as cursor:
-            cursor.execute(f"{explain} {sql}", [now, None, *queue_params, 10])
-            return "\n".join(" ".join(str(column) for column in row) for row in cursor.fetchall())
+        return "\n".join(" ".join(str(column) for column in row) for row in explain_claim(explain, queue_filter, lock_clause))
 
     @skipUnless(connection.vendor == "postgresql", "PostgreSQL's EXPLAIN")
     def test_postgresql_claim_uses_the_partial_index(self):
         for queue_filter in (QueueFilter(), QueueFilter(("default",)), QueueFilter(excluded=("other",))):
             with self.subTest(queue_filter=queue_filter):
                 plan = self.claim_plan("EXPLAIN", queue_filter, " FOR UPDATE SKIP LOCKED")
-                self.assertIn("toosimpleq_claim_idx", plan)
+                self.assertRegex(plan, "toosimpleq_(queue_)?claim_idx")
                 self.assertNotIn("Seq Scan", plan)
 
     @skipUnless(connection.vendor == "sqlite", "SQLite's EXPLAIN QUERY PLAN")
@@ -131,7 +284,7 @@ class ClaimPlanTests(TransactionTestCase):
         for queue_filter in (QueueFilter(), QueueFilter(("default",)), QueueFilter(excluded=("other",))):
             with self.subTest(queue_filter=queue_filter):
                 plan = self.claim_plan("EXPLAIN QUERY PLAN", queue_filter)
-                self.assertIn("toosimpleq_claim_idx", plan)
+                self.assertRegex(plan, "toosimpleq_(queue_)?claim_idx")
                 self.assertNotRegex(plan, r"SCAN \S*toosimpleq_taskexec\b(?! USING)")
 
 

@@ -9,10 +9,9 @@ import signal
 import socket
 import time
 import uuid
-from unittest import mock, skipUnless
+from unittest import mock
 
 from django.core.management import call_command
-from django.db import connection
 from django.test import TransactionTestCase, override_settings
 from django.utils import timezone
 

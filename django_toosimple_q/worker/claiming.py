@@ -19,11 +19,11 @@ import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections, transaction
+from django.db import OperationalError, connections, transaction
 from django.utils import timezone
 
 from .. import conf, serialization
-from ..models import TaskExec, column_adapter
+from ..models import TaskExec, column_adapter, distinct_values, queue_database
 from .backoff import Backoff
 
 logger = logging.getLogger("django_toosimple_q")
@@ -59,7 +59,11 @@ class ClaimedTask(NamedTuple):
 
 @dataclass(frozen=True)
 class QueueFilter:
-    """Which queues a worker serves: only ``queues`` if given, none of ``excluded``."""
+    """Which queues a worker serves: only ``queues`` if given, none of ``excluded``.
+
+    The claim reads the queues one by one (``_queues_to_probe``); the rarer
+    statements filter with ``apply``.
+    """
 
     queues: tuple = ()
     excluded: tuple = ()
@@ -71,17 +75,6 @@ class QueueFilter:
             queryset = queryset.exclude(queue__in=self.excluded)
         return queryset
 
-    def sql(self):
-        """A WHERE fragment and its parameters."""
-        fragment, params = "", []
-        if self.queues:
-            fragment += f" AND queue IN ({', '.join(['%s'] * len(self.queues))})"
-            params += self.queues
-        if self.excluded:
-            fragment += f" AND queue NOT IN ({', '.join(['%s'] * len(self.excluded))})"
-            params += self.excluded
-        return fragment, params
-
     def serves(self, queue):
         return (not self.queues or queue in self.queues) and queue not in self.excluded
 
@@ -90,7 +83,7 @@ def claim(worker_id, limit, queue_filter):
     """Flip up to ``limit`` QUEUED tasks to PROCESSING for this worker, and return them."""
     if limit <= 0:
         return []
-    database = connections[DEFAULT_DB_ALIAS]
+    database = _queue_database()
     if database.vendor == "postgresql":
         return _claim_returning(database, worker_id, limit, queue_filter, lock_clause=" FOR UPDATE SKIP LOCKED")
     if database.vendor == "sqlite":
@@ -102,17 +95,65 @@ def claim(worker_id, limit, queue_filter):
     return _claim_with_orm(worker_id, limit, queue_filter)
 
 
+def _queue_database():
+    """This thread's connection to the queue's database."""
+    return connections[queue_database()]
+
+
+def _queues_to_probe(database, queue_filter):
+    """The queues to claim from one by one, or None for one read of every queue.
+
+    A worker that excludes queues probes all the others, found by a loose
+    index scan: one seek per queue, however many rows it holds. A queue
+    with nothing QUEUED costs its probe one seek.
+    """
+    if queue_filter.queues:
+        return queue_filter.queues
+    if queue_filter.excluded:
+        return tuple(queue for queue in distinct_values("queue", using=database.alias) if queue not in queue_filter.excluded)
+    return None
+
+
+ORDER = "ORDER BY priority DESC, due, id"
+
+
 @functools.lru_cache
-def _claim_sql(vendor, queue_filter, lock_clause):
-    """The claim statement, and its parameters after (started, worker_id): the queues, then the limit."""
-    table = connection.ops.quote_name(TaskExec._meta.db_table)
-    queue_sql, queue_params = queue_filter.sql()
+def _selection_sql(alias, probes, lock_clause=""):
+    """The SELECT of the ids of the next QUEUED rows on database ``alias``, in claim order, with Django's placeholders.
+
+    ``probes``: the number of queues read one by one, or None for one read
+    of every queue; its parameters come from ``_selection_params``.
+    """
+    table = connections[alias].ops.quote_name(TaskExec._meta.db_table)
     # The states are written in the SQL, not passed as parameters: a plan
-    # made once for a prepared statement can then use the partial index.
-    select = (
-        f"SELECT id FROM {table} WHERE state = '{States.QUEUED}'{queue_sql} "
-        f"ORDER BY priority DESC, due, id LIMIT %s{lock_clause}"
-    )
+    # made once for a prepared statement can then use the partial indexes.
+    waiting = f"SELECT id, priority, due FROM {table} WHERE state = '{States.QUEUED}'"
+    if probes is None:
+        return f"SELECT id FROM ({waiting} {ORDER} LIMIT %s{lock_clause}) AS waiting"
+    # One ordered read of each queue's own index, merged in claim order:
+    # the other queues' rows are never read.
+    probe = f"SELECT * FROM ({waiting} AND queue = %s {ORDER} LIMIT %s{lock_clause}) AS probe"
+    return f"SELECT id FROM ({' UNION ALL '.join([probe] * probes)}) AS waiting {ORDER} LIMIT %s"
+
+
+def _selection_params(queues, limit):
+    """The parameters of ``_selection_sql`` for ``limit`` rows from ``queues`` (None: all)."""
+    if queues is None:
+        return [limit]
+    return [*(value for queue in queues for value in (queue, limit)), limit]
+
+
+def _probes(queues):
+    return None if queues is None else len(queues)
+
+
+@functools.lru_cache
+def _claim_sql(alias, probes, lock_clause):
+    """The claim statement on database ``alias``; its parameters are (started, worker_id, *selection parameters)."""
+    database = connections[alias]
+    vendor = database.vendor
+    table = database.ops.quote_name(TaskExec._meta.db_table)
+    select = _selection_sql(alias, probes, lock_clause)
     # PostgreSQL may run an IN (subquery) again for each row it updates, each
     # run locking other rows, and so claim far more than the limit; the
     # subquery of ARRAY() runs once.
@@ -121,13 +162,16 @@ def _claim_sql(vendor, queue_filter, lock_clause):
         f"UPDATE {table} SET state = '{States.PROCESSING}', started = %s, worker_id = %s, dedup_key = NULL "
         f"WHERE state = '{States.QUEUED}' AND id {among} RETURNING {', '.join(CLAIMED_COLUMNS)}"
     )
-    return _in_driver_style(vendor, sql), tuple(queue_params)
+    return _in_driver_style(vendor, sql)
 
 
 def _claim_returning(database, worker_id, limit, queue_filter, lock_clause=""):
-    sql, queue_params = _claim_sql(database.vendor, queue_filter, lock_clause)
+    queues = _queues_to_probe(database, queue_filter)
+    if queues == ():
+        return []
+    sql = _claim_sql(database.alias, _probes(queues), lock_clause)
     started = database.ops.adapt_datetimefield_value(timezone.now())
-    rows = _run(database, sql, [started, worker_id, *queue_params, limit], _fetchall)
+    rows = _run(database, sql, [started, worker_id, *_selection_params(queues, limit)], _fetchall)
     return [_claimed_task(row) for row in rows]
 
 
@@ -217,7 +261,7 @@ def _in_driver_style(vendor, sql):
 
 
 def _claim_with_orm(worker_id, limit, queue_filter):
-    with transaction.atomic():
+    with transaction.atomic(using=queue_database()):
         waiting = queue_filter.apply(TaskExec.objects.filter(state=States.QUEUED))
         ids = list(
             waiting.select_for_update(skip_locked=True)
@@ -261,9 +305,9 @@ def finish(execution_id, worker_id, outcome):
     Fenced on (PROCESSING, this worker): returns 0 when the row was taken
     from this worker (taken for dead, its task queued again) meanwhile.
     """
-    database = connections[DEFAULT_DB_ALIAS]
+    database = _queue_database()
     names = tuple(outcome)
-    sql, adapters = _finish_sql(database.vendor, names)
+    sql, adapters = _finish_sql(database.alias, names)
     values = [
         value if adapt is None else adapt(value, database)
         for value, adapt in zip(outcome.values(), adapters)
@@ -272,16 +316,17 @@ def finish(execution_id, worker_id, outcome):
 
 
 @functools.lru_cache
-def _finish_sql(vendor, names):
-    """The finishing UPDATE of the fields ``names``, and for each, its adapter (see ``column_adapter``)."""
-    quote = connection.ops.quote_name
+def _finish_sql(alias, names):
+    """The finishing UPDATE of the fields ``names`` on database ``alias``, and for each, its adapter (see ``column_adapter``)."""
+    database = connections[alias]
+    quote = database.ops.quote_name
     fields = [TaskExec._meta.get_field(name) for name in names]
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
     sql = (
         f"UPDATE {quote(TaskExec._meta.db_table)} SET {assignments} "
         f"WHERE id = %s AND state = '{States.PROCESSING}' AND worker_id = %s"
     )
-    return _in_driver_style(vendor, sql), tuple(column_adapter(field) for field in fields)
+    return _in_driver_style(database.vendor, sql), tuple(column_adapter(field) for field in fields)
 
 
 def interrupted_before(ids):
@@ -309,10 +354,17 @@ def wake_sleeping(queue_filter):
 
 def has_waiting_work(queue_filter):
     """Whether a task is QUEUED, or SLEEPING with its time come, for these queues."""
-    waiting = TaskExec.objects.filter(state=States.QUEUED) | TaskExec.objects.filter(
-        state=States.SLEEPING, due__lte=timezone.now()
-    )
-    return queue_filter.apply(waiting).exists()
+    database = _queue_database()
+    queues = _queues_to_probe(database, queue_filter)
+    if queues != ():
+        # The claim's own reading, for one row: an EXISTS would let the
+        # planner guess that a queue's rows are spread over the whole table.
+        with database.cursor() as cursor:
+            cursor.execute(_selection_sql(database.alias, _probes(queues)), _selection_params(queues, 1))
+            if cursor.fetchone():
+                return True
+    due = TaskExec.objects.using(database.alias).filter(state=States.SLEEPING, due__lte=timezone.now())
+    return queue_filter.apply(due).exists()
 
 
 def _retry_while_locked(operation, attempts=50):

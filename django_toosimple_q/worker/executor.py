@@ -17,7 +17,7 @@ from django.db import DatabaseError, InterfaceError, connections, router, transa
 from django.utils import timezone
 
 from .. import conf, serialization, signals
-from ..models import TaskExec
+from ..models import TaskExec, queue_database
 from ..registry import tasks_registry
 from . import claiming, errors
 from .coroutines import run_coroutine
@@ -251,7 +251,7 @@ def _finish_and_retry(claimed, worker_id, outcome):
     longest = conf.MAX_RETRY_DELAY
     delay = min(claimed.retry_delay, longest)
     due = timezone.now() + datetime.timedelta(seconds=delay)
-    with transaction.atomic():
+    with transaction.atomic(using=queue_database()):
         # None (no retry) when a unique task's same call already waits.
         retry = TaskExec.objects.requeue(
             claimed,

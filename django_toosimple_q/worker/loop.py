@@ -17,11 +17,11 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, wait
 
-from django.db import DatabaseError, InterfaceError, connection, connections, router
+from django.db import DatabaseError, InterfaceError, connections
 from django.utils import timezone
 
 from .. import conf, signals, wakeup
-from ..models import TaskExec, WorkerStatus, default_label
+from ..models import TaskExec, WorkerStatus, default_label, queue_database
 from . import claiming, errors, executor, recovery, timeouts
 from .backoff import Backoff
 from .claiming import QueueFilter
@@ -305,9 +305,10 @@ class Worker:
         return "all"
 
     def _start_listener(self):
-        if not wakeup.can_listen(connection):
+        using = queue_database()
+        if not wakeup.can_listen(connections[using]):
             return None
-        listener = wakeup.Listener(self.task_queued, name=f"toosimpleq-{self.label}-listener")
+        listener = wakeup.Listener(self.task_queued, using, name=f"toosimpleq-{self.label}-listener")
         listener.start()
         return listener
 
@@ -563,7 +564,7 @@ class Worker:
 
 def in_callers_transaction():
     """Whether the calling thread is inside a transaction on the queue's database."""
-    return connections[router.db_for_write(TaskExec)].in_atomic_block
+    return connections[queue_database()].in_atomic_block
 
 
 def exit_leaving_task_threads(exit_code):

@@ -18,7 +18,7 @@ from django.db.models.lookups import LessThan
 from django.utils import timezone
 
 from .. import conf
-from ..models import TaskExec
+from ..models import TaskExec, queue_database
 from .executor import log_extra
 
 logger = logging.getLogger("django_toosimple_q")
@@ -37,7 +37,7 @@ def interrupt(executions, reason):
     for execution in executions.filter(state=States.PROCESSING):
         interruptions = interruptions_before(execution) + 1
         limit = conf.MAX_INTERRUPTIONS
-        with transaction.atomic():
+        with transaction.atomic(using=queue_database()):
             if interruptions >= limit:
                 replacement = None
                 ending = {

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import conf
-from ..models import ScheduleExec
+from ..models import ScheduleExec, queue_database
 from ..registry import NOW, schedules_registry
 
 logger = logging.getLogger("django_toosimple_q")
@@ -72,7 +72,7 @@ class Scheduler:
             due_times = [latest] if latest else []
         if not due_times:
             return []
-        with transaction.atomic():
+        with transaction.atomic(using=queue_database()):
             # The compare-and-set: only the worker that still sees last_due as
             # we read it moves it on; the others find no row and queue nothing.
             claimed = ScheduleExec.objects.filter(name=schedule.name, last_due=last_due).update(last_due=due_times[-1])
