@@ -164,7 +164,8 @@ class TaskExecAdmin(ReadOnlyAdmin):
     list_select_related = ["worker"]
     show_full_result_count = False
     paginator = CountCappedPaginator
-    actions = ["requeue", "cancel"]
+    # Upstream 1.x's action names, which its operators' scripts and bookmarks may post.
+    actions = ["action_requeue", "action_cancel"]
     fieldsets = [
         ("Call", {"fields": [("task_name", "state_badge"), ("queue", "priority", "attempt"), "arguments", "keyword_arguments"]}),
         (
@@ -243,7 +244,7 @@ class TaskExecAdmin(ReadOnlyAdmin):
         return has_model_permission(request, TaskExec, "cancel_taskexec")
 
     @admin.action(description="Requeue selected executions", permissions=["requeue"])
-    def requeue(self, request, queryset):
+    def action_requeue(self, request, queryset):
         report = ActionReport(self, request)
         requeued, waiting, missing = [], [], []
         for execution in queryset.defer(*HEAVY_FIELDS):
@@ -262,7 +263,7 @@ class TaskExecAdmin(ReadOnlyAdmin):
         report.say(messages.ERROR, "Not requeued, their task is no longer in the code", missing)
 
     @admin.action(description="Cancel selected waiting executions", permissions=["cancel"])
-    def cancel(self, request, queryset):
+    def action_cancel(self, request, queryset):
         report = ActionReport(self, request)
         cancelled, left = [], []
         for execution in queryset.defer(*HEAVY_FIELDS):
@@ -295,7 +296,7 @@ class ScheduleExecAdmin(ReadOnlyAdmin):
     ]
     search_fields = ["name", "task_name"]
     ordering = ["name"]
-    actions = ["run_now"]
+    actions = ["action_force_run"]
     fields = readonly_fields = list_display
 
     @admin.display(description="arguments")
@@ -340,7 +341,7 @@ class ScheduleExecAdmin(ReadOnlyAdmin):
         return has_model_permission(request, ScheduleExec, "force_run_scheduleexec")
 
     @admin.action(description="Run selected schedules now", permissions=["force_run"])
-    def run_now(self, request, queryset):
+    def action_force_run(self, request, queryset):
         report = ActionReport(self, request)
         queued, waiting, missing = [], [], []
         for row in queryset:

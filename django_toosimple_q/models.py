@@ -525,6 +525,15 @@ class ScheduleExec(models.Model):
         return f"{self.name} [{self.state}]"
 
     @property
+    def upcomming_due(self):
+        """The next occurrence of its cron from now; None when manual or gone from the code.
+
+        Upstream 1.x's name, spelling included.
+        """
+        schedule = self.schedule
+        return None if schedule is None else schedule.cron.next_due(timezone.now())
+
+    @property
     def schedule(self):
         """The registered Schedule of this row, or None when it is not in the code."""
         from .registry import schedules_registry

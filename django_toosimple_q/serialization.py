@@ -44,7 +44,8 @@ def encode(value, path="value", depth=0):
     """``value`` as plain JSON data, raising NotSerializable naming ``path``.
 
     Types are matched exactly: a subclass (an IntEnum, a namedtuple, an
-    OrderedDict) would come back as its base type, so it is refused.
+    OrderedDict) would come back as its base type, so it is refused; but for
+    datetimes and dates, which frozen clocks in tests subclass.
     """
     kind = type(value)
     # The common cases go fastest.
@@ -66,6 +67,10 @@ def encode(value, path="value", depth=0):
         items = [encode(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
         return items if kind is list else _tagged("tuple", items)
     encoder = _ENCODERS.get(kind)
+    if encoder is None and isinstance(value, datetime.date):
+        # A frozen clock's (freezegun's FakeDatetime, FakeDate) are datetimes
+        # and dates in all but name: what they hold comes back whole.
+        encoder = _encode_datetime if isinstance(value, datetime.datetime) else _ENCODERS[datetime.date]
     if encoder is None:
         raise NotSerializable(value, path)
     return encoder(value)

@@ -142,7 +142,7 @@ class RequeueTests(AdminTestCase):
             "admin.greet", States.FAILED, args=[("x",)], queue="old", priority=1,
             retries=0, attempt=3,
         )
-        response = self.act(EXECUTIONS, "requeue", [old])
+        response = self.act(EXECUTIONS, "action_requeue", [old])
         again = TaskExec.objects.exclude(pk=old.pk).get()
         self.assertEqual((again.state, again.queue, again.priority, again.retries, again.retry_delay, again.attempt),
                          (States.QUEUED, "fresh", 7, 4, 3, 1))
@@ -156,7 +156,7 @@ class RequeueTests(AdminTestCase):
     def test_a_unique_call_already_waiting_is_reported(self):
         waiting = registry.tasks_registry["tests.unique"].queue(1)
         done = stored("tests.unique", States.SUCCEEDED, args=[1])
-        response = self.act(EXECUTIONS, "requeue", [done])
+        response = self.act(EXECUTIONS, "action_requeue", [done])
         self.assertEqual(response.status_code, 200)
         self.assertEqual(TaskExec.objects.count(), 2)
         self.assertEqual(waiting.state, States.QUEUED)
@@ -164,7 +164,7 @@ class RequeueTests(AdminTestCase):
 
     def test_a_task_no_longer_in_the_code_is_reported(self):
         gone = stored("admin.gone", States.INVALID)
-        response = self.act(EXECUTIONS, "requeue", [gone])
+        response = self.act(EXECUTIONS, "action_requeue", [gone])
         self.assertEqual(TaskExec.objects.count(), 1)
         self.assertIn("Not requeued, their task is no longer in the code (1)", messages_of(response)[0])
 
@@ -174,7 +174,7 @@ class CancelTests(AdminTestCase):
         queued = registry.tasks_registry["tests.unique"].queue(1)
         sleeping = stored(state=States.SLEEPING, due=timezone.now() + datetime.timedelta(hours=1))
         running = stored(state=States.PROCESSING)
-        response = self.act(EXECUTIONS, "cancel", [queued, sleeping, running])
+        response = self.act(EXECUTIONS, "action_cancel", [queued, sleeping, running])
         for row in (queued, sleeping, running):
             row.refresh_from_db()
         self.assertEqual([queued.state, sleeping.state, running.state], [States.CANCELLED, States.CANCELLED, States.PROCESSING])
@@ -228,7 +228,7 @@ class ScheduleTests(AdminTestCase):
 
     def test_run_now_queues_a_manual_schedule(self):
         row = self.add("manual", "admin.by_hand", last_due=None)
-        response = self.act(SCHEDULES, "run_now", [row])
+        response = self.act(SCHEDULES, "action_force_run", [row])
         execution = TaskExec.objects.get()
         self.assertEqual((execution.task_name, execution.args), ("admin.by_hand", ["Ada"]))
         row.refresh_from_db()
@@ -239,7 +239,7 @@ class ScheduleTests(AdminTestCase):
 
     def test_run_now_on_a_schedule_no_longer_in_the_code(self):
         gone = ScheduleExec.objects.create(name="admin.gone", cron="@daily", state=ScheduleExec.States.INVALID)
-        response = self.act(SCHEDULES, "run_now", [gone])
+        response = self.act(SCHEDULES, "action_force_run", [gone])
         self.assertFalse(TaskExec.objects.exists())
         self.assertIn("Not queued, no longer in the code (1)", messages_of(response)[0])
 
@@ -247,7 +247,7 @@ class ScheduleTests(AdminTestCase):
         register_schedule(Schedule(registry.tasks_registry["tests.unique"], "manual", name="admin.unique"))
         row = ScheduleExec.objects.create(name="admin.unique", cron="manual")
         registry.tasks_registry["tests.unique"].queue()
-        response = self.act(SCHEDULES, "run_now", [row])
+        response = self.act(SCHEDULES, "action_force_run", [row])
         self.assertEqual(TaskExec.objects.count(), 1)
         self.assertIn("Not queued, their unique task already waits (1)", messages_of(response)[0])
 
@@ -257,9 +257,9 @@ class PermissionTests(AdminTestCase):
         execution = stored()
         row = ScheduleExec.objects.create(name="admin.any", cron="manual")
         cases = [
-            (EXECUTIONS, "requeue", execution, "requeue_taskexec"),
-            (EXECUTIONS, "cancel", execution, "cancel_taskexec"),
-            (SCHEDULES, "run_now", row, "force_run_scheduleexec"),
+            (EXECUTIONS, "action_requeue", execution, "requeue_taskexec"),
+            (EXECUTIONS, "action_cancel", execution, "cancel_taskexec"),
+            (SCHEDULES, "action_force_run", row, "force_run_scheduleexec"),
         ]
         for changelist, action, target, codename in cases:
             with self.subTest(action):
@@ -274,7 +274,7 @@ class PermissionTests(AdminTestCase):
         self.assertFalse(LogEntry.objects.exists())
 
     def test_an_empty_selection_is_a_message(self):
-        for changelist, action in [(EXECUTIONS, "requeue"), (EXECUTIONS, "cancel"), (SCHEDULES, "run_now")]:
+        for changelist, action in [(EXECUTIONS, "action_requeue"), (EXECUTIONS, "action_cancel"), (SCHEDULES, "action_force_run")]:
             with self.subTest(action):
                 response = self.act(changelist, action, [])
                 self.assertEqual(response.status_code, 200)

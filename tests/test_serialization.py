@@ -9,9 +9,11 @@ import json
 import uuid
 import zoneinfo
 
+import freezegun
+
 from django.db.models import TextField
 from django.db.models.functions import Cast
-from django.test import TestCase, TransactionTestCase
+from django.test import SimpleTestCase, TestCase, TransactionTestCase
 
 from django_toosimple_q import serialization
 from django_toosimple_q.models import TaskExec
@@ -129,6 +131,17 @@ class EncodeTests(TestCase):
             with self.subTest(message):
                 with self.assertRaisesMessage(TypeError, message):
                     serialization.encode(value)
+
+
+class FrozenClockTests(SimpleTestCase):
+    def test_a_frozen_clocks_datetimes_and_dates_are_stored_as_such(self):
+        with freezegun.freeze_time("2026-03-04 05:06:07"):
+            now, today = datetime.datetime.now(datetime.timezone.utc), datetime.date.today()
+        self.assertIsNot(type(now), datetime.datetime)  # freezegun's FakeDatetime
+        back = serialization.decode(serialization.encode([now, today]))
+        moment = datetime.datetime(2026, 3, 4, 5, 6, 7, tzinfo=datetime.timezone.utc)
+        self.assertEqual(back, [moment, datetime.date(2026, 3, 4)])
+        self.assertEqual([type(value) for value in back], [datetime.datetime, datetime.date])
 
 
 class QueueArgumentsTests(TestCase):

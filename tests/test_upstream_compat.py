@@ -9,9 +9,10 @@ import datetime
 import functools
 import os
 
+import time_machine
 from django.apps import apps
-from django.db.migrations.recorder import MigrationRecorder
 from django.core.management import call_command
+from django.db.migrations.recorder import MigrationRecorder
 from django.test import SimpleTestCase, TestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 
@@ -19,7 +20,7 @@ from django_toosimple_q.apps import DjangoToosimpleQConfig
 from django_toosimple_q.checks import check_upstream_history
 from django_toosimple_q.decorators import register_task, schedule_task
 from django_toosimple_q.migrations import UPSTREAM_MIGRATIONS
-from django_toosimple_q.models import TaskExec, WorkerStatus
+from django_toosimple_q.models import ScheduleExec, TaskExec, WorkerStatus
 from django_toosimple_q.registry import schedules_registry, tasks_registry
 from django_toosimple_q.worker import recovery
 from django_toosimple_q.worker.claiming import QueueFilter
@@ -136,6 +137,26 @@ class ReadmeTests(IsolatedRegistries, TransactionTestCase):
 
 
 class ScheduleQueueTests(IsolatedRegistries, TestCase):
+    @override_settings(TIME_ZONE="Europe/Zurich")
+    def test_upcomming_due_is_the_next_occurrence_from_now(self):
+        @schedule_task(cron="0 12 * * *")
+        @register_task(name="compat.noon")
+        def noon():
+            pass
+
+        @schedule_task(cron="manual")
+        @register_task(name="compat.by_hand")
+        def by_hand():
+            pass
+
+        with time_machine.travel(datetime.datetime(2020, 1, 1, 7, tzinfo=datetime.timezone.utc), tick=False):
+            Scheduler(QueueFilter()).sync()
+            rows = {row.name: row for row in ScheduleExec.objects.all()}
+            # 12:00 in Zurich is 11:00 in UTC.
+            noon_utc = datetime.datetime(2020, 1, 1, 11, tzinfo=datetime.timezone.utc)
+            self.assertEqual(rows["compat.noon"].upcomming_due, noon_utc)
+            self.assertIsNone(rows["compat.by_hand"].upcomming_due)
+
     def test_a_schedule_queue_chooses_its_workers_and_the_task_keeps_its_own(self):
         @schedule_task(cron="30 8 * * *", queue="scheduler", last_run=None)
         @register_task(name="compat.split", queue="worker")

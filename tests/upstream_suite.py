@@ -57,21 +57,8 @@ DIFFERENCES = {
 # not failing the run; each is to leave this list once it passes (the run
 # says so) or to move to DIFFERENCES with its reason.
 NOT_YET = {
-    "tests_admin.TestAdmin.test_admin_actions_permissions": (
-        "the admin's actions are requeue, cancel and run_now (upstream: action_requeue, action_force_run)"
-    ),
-    **dict.fromkeys(
-        [
-            "tests_admin.TestAdmin.test_manual_schedule_admin",
-            "tests_admin.TestAdmin.test_schedule_admin_force_action",
-        ],
-        "the admin has no action_force_run (its action is run_now)",
-    ),
-    "tests_admin.TestAdmin.test_task_admin_requeue_action": "the admin has no action_requeue (its action is requeue)",
-    "tests_schedules.TestSchedules.test_cron_timezone": "ScheduleExec has no upcomming_due",
     "tests_schedules.TestSchedules.test_schedule": (
-        "freezegun's FakeDatetime, a datetime subclass, is refused as datetime_kwarg; then the first run"
-        " of run_on_creation gets now as datetime_kwarg, upstream the latest occurrence"
+        "the first run of run_on_creation gets now as its datetime_kwarg, upstream's the latest occurrence"
     ),
     "tests_tasks.TestTasks.test_task_states": "TaskExec.error is '' rather than None",
     **dict.fromkeys(
