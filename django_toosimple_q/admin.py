@@ -139,6 +139,28 @@ class ActionReport:
             self.model_admin.message_user(self.request, f"{what} ({len(rows)}): {names}", level)
 
 
+def queue_each(model_admin, request, rows, queue, logged):
+    """``queue(row)`` for each of ``rows``, logging each queued one in the admin history.
+
+    Returns three lists: the executions queued, the rows whose unique call
+    already waits (``queue`` returned False), the rows whose task or
+    schedule is no longer in the code (``queue`` raised LookupError).
+    """
+    queued, waiting, missing = [], [], []
+    for row in rows:
+        try:
+            execution = queue(row)
+        except LookupError:
+            missing.append(row)
+            continue
+        if execution:
+            queued.append(execution)
+            model_admin.log_change(request, row, logged.format(pk=execution.pk))
+        else:
+            waiting.append(row)
+    return queued, waiting, missing
+
+
 @admin.register(TaskExec)
 class TaskExecAdmin(ReadOnlyAdmin):
     list_display = [
@@ -246,18 +268,9 @@ class TaskExecAdmin(ReadOnlyAdmin):
     @admin.action(description="Requeue selected executions", permissions=["requeue"])
     def action_requeue(self, request, queryset):
         report = ActionReport(self, request)
-        requeued, waiting, missing = [], [], []
-        for execution in queryset.defer(*HEAVY_FIELDS):
-            try:
-                again = execution.queue_again()
-            except LookupError:
-                missing.append(execution)
-                continue
-            if again:
-                requeued.append(again)
-                self.log_change(request, execution, f"Requeued as #{again.pk}.")
-            else:
-                waiting.append(execution)
+        requeued, waiting, missing = queue_each(
+            self, request, queryset.defer(*HEAVY_FIELDS), TaskExec.queue_again, "Requeued as #{pk}."
+        )
         report.say(messages.SUCCESS, "Requeued as new executions", requeued)
         report.say(messages.WARNING, "Not requeued, the same call of a unique task already waits", waiting)
         report.say(messages.ERROR, "Not requeued, their task is no longer in the code", missing)
@@ -343,18 +356,9 @@ class ScheduleExecAdmin(ReadOnlyAdmin):
     @admin.action(description="Run selected schedules now", permissions=["force_run"])
     def action_force_run(self, request, queryset):
         report = ActionReport(self, request)
-        queued, waiting, missing = [], [], []
-        for row in queryset:
-            try:
-                execution = force_run(row.name)
-            except LookupError:
-                missing.append(row)
-                continue
-            if execution:
-                queued.append(execution)
-                self.log_change(request, row, f"Run now: queued #{execution.pk}.")
-            else:
-                waiting.append(row)
+        queued, waiting, missing = queue_each(
+            self, request, queryset, lambda row: force_run(row.name), "Run now: queued #{pk}."
+        )
         report.say(messages.SUCCESS, "Queued now", queued)
         report.say(messages.WARNING, "Not queued, their unique task already waits", waiting)
         report.say(messages.ERROR, "Not queued, no longer in the code", missing)
