@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 from django.test.runner import DiscoverRunner
 
@@ -22,6 +23,19 @@ class CountingRunner(DiscoverRunner):
 
     def build_suite(self, test_labels=None, **kwargs):
         return super().build_suite(test_labels or ["tests"], **kwargs)
+
+    def teardown_databases(self, old_config, **kwargs):
+        """Drop the test databases, even when a session of this run was left open on one.
+
+        PostgreSQL refuses to drop a database in use: a connection that a
+        test left open would fail the whole run after every test passed.
+        Such sessions are named on stderr, for the test that leaked them to
+        be found, then ended.
+        """
+        for connection, _, destroy in old_config:
+            if destroy and connection.vendor == "postgresql":
+                _end_other_sessions(connection)
+        super().teardown_databases(old_config, **kwargs)
 
     def get_resultclass(self):
         base = super().get_resultclass() or self.test_runner.resultclass
@@ -52,3 +66,16 @@ class PassCounter:
     def addSuccess(self, test):
         super().addSuccess(test)
         self.passed += 1
+
+
+def _end_other_sessions(connection):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, application_name, state, left(query, 200) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        sessions = cursor.fetchall()
+        for pid, application, state, query in sessions:
+            print(f"a session was left open on the test database: pid {pid} {application!r} {state}: {query}", file=sys.stderr)
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    connection.close()

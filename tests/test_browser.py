@@ -71,7 +71,7 @@ class AdminInABrowserTests(IsolatedRegistries, StaticLiveServerTestCase):
             if IN_CI:
                 raise
             raise unittest.SkipTest(f"no headless Chromium: {error}") from None
-        cls.browser.implicitly_wait(5)
+        cls.browser.implicitly_wait(15)
         SCREENSHOTS_DIR.mkdir(parents=True, exist_ok=True)
         print(f"\nscreenshots of the admin: {SCREENSHOTS_DIR}", file=sys.stderr)
 
@@ -115,7 +115,8 @@ class AdminInABrowserTests(IsolatedRegistries, StaticLiveServerTestCase):
         self.find("#id_username").send_keys("admin")
         self.find("#id_password").send_keys("a-password")
         self.find("input[type=submit]").click()
-        self.find("#site-name")
+        # The login page has a #site-name too: wait for what only a signed-in page shows.
+        self.find("#user-tools")
 
     def run_action(self, action, rows):
         from selenium.webdriver.support.select import Select
