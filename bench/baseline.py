@@ -3,7 +3,7 @@
     python -m bench.baseline --threads 8 [--serve] [--tick 1.0]
 
 One loop thread claims at most as many tasks as it has free threads, with one
-UPDATE ... RETURNING per batch (the statement of worker/claiming.py); a
+UPDATE ... RETURNING per batch (the statement of django_toosimple_q/store.py); a
 ThreadPoolExecutor runs them, each thread on its own connection, and stores
 each outcome with one fenced UPDATE. That is the least work the method
 allows: the engine's figures are measured against it.
@@ -36,7 +36,7 @@ BODIES = {rows.NOOP: lambda: None, rows.FRAMEWORK_NOOP["task_name"]: lambda: Non
 
 
 def claim_sql(db):
-    """The engine's claim statement (worker/claiming.py), parameters: started, worker_id, limit."""
+    """The engine's claim statement (django_toosimple_q/store.py), parameters: started, worker_id, limit."""
     select = f"SELECT id FROM {rows.TASKS} WHERE state = 'QUEUED' ORDER BY priority DESC, due, id LIMIT %s"
     if db.vendor == "postgres":
         # As in the engine: the subquery of ARRAY() runs once, where PostgreSQL

@@ -60,17 +60,17 @@ def time_pickups(samples, timeout, embedded):
 
 def time_claims(count, queues, excluded):
     """The claim statement alone, as a worker with these queue options runs it."""
+    from django_toosimple_q import store
     from django_toosimple_q.models import WorkerStatus
-    from django_toosimple_q.worker import claiming
     from django_toosimple_q.worker.claiming import QueueFilter
 
     worker = WorkerStatus.objects.create(label="bench claims", hostname="bench", pid=os.getpid())
     queue_filter = QueueFilter(tuple(queues), tuple(excluded))
-    claiming.claim(worker.pk, 1, queue_filter)  # connecting is not part of it
+    store.claim(worker.pk, 1, queue_filter)  # connecting is not part of it
     latencies = []
     for _ in range(count):
         started = time.perf_counter()
-        claimed = claiming.claim(worker.pk, 1, queue_filter)
+        claimed = store.claim(worker.pk, 1, queue_filter)
         latencies.append(time.perf_counter() - started)
         if not claimed:
             raise RuntimeError("nothing left to claim")

@@ -10,8 +10,8 @@ from django.test import SimpleTestCase, TransactionTestCase
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from django_toosimple_q import store
 from django_toosimple_q.models import TaskExec, WorkerStatus
-from django_toosimple_q.worker import claiming
 from django_toosimple_q.worker.claiming import QueueFilter
 
 from .testapp import tasks
@@ -30,7 +30,7 @@ class ClaimTests(TransactionTestCase):
         low = [tasks.add.queue(i) for i in range(5)]
         high = tasks.add.using(priority=1).queue(9)
         worker = new_worker()
-        claimed = claiming.claim(worker.pk, 2, QueueFilter())
+        claimed = store.claim(worker.pk, 2, QueueFilter())
         self.assertEqual({task.id for task in claimed}, {high.pk, low[0].pk})
         processing = TaskExec.objects.filter(state=States.PROCESSING)
         self.assertEqual(sorted(processing.values_list("id", flat=True)), sorted([high.pk, low[0].pk]))
@@ -42,7 +42,7 @@ class ClaimTests(TransactionTestCase):
     def test_claimed_task_carries_what_running_it_needs(self):
         execution = tasks.retried.using(queue="q", priority=4).queue()
         unique = tasks.unique.queue([1, {"a": 2}], key="value")
-        first, second = sorted(claiming.claim(new_worker().pk, 5, QueueFilter()), key=lambda task: task.id)
+        first, second = sorted(store.claim(new_worker().pk, 5, QueueFilter()), key=lambda task: task.id)
         self.assertEqual(
             (first.id, first.task_name, first.queue, first.priority, first.retries, first.retry_delay),
             (execution.pk, "tests.retried", "q", 4, 3, 10),
@@ -56,9 +56,9 @@ class ClaimTests(TransactionTestCase):
         tasks.add.using(queue="other").queue(2)
         tasks.add.using(queue="served", due=timezone.now() + datetime.timedelta(hours=1)).queue(3)
         worker = new_worker()
-        self.assertEqual([task.id for task in claiming.claim(worker.pk, 10, QueueFilter(("served",)))], [served.pk])
-        self.assertEqual(claiming.claim(worker.pk, 10, QueueFilter(excluded=("other",))), [])
-        self.assertEqual(claiming.claim(worker.pk, 0, QueueFilter()), [])
+        self.assertEqual([task.id for task in store.claim(worker.pk, 10, QueueFilter(("served",)))], [served.pk])
+        self.assertEqual(store.claim(worker.pk, 10, QueueFilter(excluded=("other",))), [])
+        self.assertEqual(store.claim(worker.pk, 0, QueueFilter()), [])
         self.assertEqual(TaskExec.objects.filter(state=States.PROCESSING).count(), 1)
 
     def test_concurrent_claimers_never_share_a_task(self):
@@ -72,7 +72,7 @@ class ClaimTests(TransactionTestCase):
         def claim_until_none_left(worker):
             try:
                 start.wait()
-                while batch := claiming.claim(worker.pk, 3, QueueFilter()):
+                while batch := store.claim(worker.pk, 3, QueueFilter()):
                     self.assertLessEqual(len(batch), 3)
                     claimed[worker.pk] += [task.id for task in batch]
             except Exception as error:  # reported below: a thread cannot fail the test
@@ -95,11 +95,11 @@ class ClaimTests(TransactionTestCase):
 
 def explain_claim(explain, queue_filter, lock_clause="", limit=10):
     """The rows of ``explain`` (EXPLAIN and its options) of the claim statement of ``queue_filter``."""
-    queues = claiming._queues_to_probe(connection, queue_filter)
-    sql = claiming._claim_sql(connection.alias, claiming._probes(queues), lock_clause)
+    queues = store._queues_to_probe(connection, queue_filter)
+    sql = store._claim_sql(connection.alias, store._probes(queues), lock_clause)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
-        cursor.execute(f"{explain} {sql}", [now, None, *claiming._selection_params(queues, limit)])
+        cursor.execute(f"{explain} {sql}", [now, None, *store._selection_params(queues, limit)])
         return cursor.fetchall()
 
 
@@ -115,7 +115,7 @@ class ServedQueuesTests(TransactionTestCase):
         self.other = tasks.add.using(queue="c", priority=9).queue(5)
 
     def claimed_ids(self, queue_filter, limit):
-        return [task.id for task in claiming.claim(new_worker().pk, limit, queue_filter)]
+        return [task.id for task in store.claim(new_worker().pk, limit, queue_filter)]
 
     def test_served_queues_merge_in_priority_then_due_then_id_order(self):
         for queue_filter in (QueueFilter(("a", "b")), QueueFilter(("b", "a")), QueueFilter(excluded=("c",))):
@@ -141,13 +141,13 @@ class ServedQueuesTests(TransactionTestCase):
 
     def test_waiting_work_is_that_of_the_served_queues(self):
         TaskExec.objects.filter(queue="c").update(state=States.SUCCEEDED)
-        self.assertTrue(claiming.has_waiting_work(QueueFilter(excluded=("a",))))
-        self.assertFalse(claiming.has_waiting_work(QueueFilter(excluded=("a", "b"))))
-        self.assertFalse(claiming.has_waiting_work(QueueFilter(("c",))))
+        self.assertTrue(store.has_waiting_work(QueueFilter(excluded=("a",))))
+        self.assertFalse(store.has_waiting_work(QueueFilter(excluded=("a", "b"))))
+        self.assertFalse(store.has_waiting_work(QueueFilter(("c",))))
         tasks.add.using(queue="c", due=timezone.now() - datetime.timedelta(seconds=1)).queue(6)
         TaskExec.objects.filter(queue="c").update(state=States.SLEEPING)
-        self.assertTrue(claiming.has_waiting_work(QueueFilter(("c",))))
-        self.assertTrue(claiming.has_waiting_work(QueueFilter(excluded=("a", "b"))))
+        self.assertTrue(store.has_waiting_work(QueueFilter(("c",))))
+        self.assertTrue(store.has_waiting_work(QueueFilter(excluded=("a", "b"))))
 
 
 # Rows enough that reading them would show in a plan; inserted in one statement.
@@ -216,7 +216,7 @@ class DeepBacklogPlanTests(TransactionTestCase):
         for name, queue_filter in self.FILTERS.items():
             with self.subTest(name):
                 with CaptureQueriesContext(connection) as queries:
-                    self.assertTrue(claiming.has_waiting_work(queue_filter))
+                    self.assertTrue(store.has_waiting_work(queue_filter))
                 for query in queries:
                     with connection.cursor() as cursor:
                         if connection.vendor == "postgresql":
@@ -304,8 +304,8 @@ class PreparedStatementTests(TransactionTestCase):
     def claim_and_finish(self):
         tasks.add.queue(1)
         worker = new_worker()
-        [claimed] = claiming.claim(worker.pk, 1, QueueFilter())
-        finished = claiming.finish(claimed.id, worker.pk, {"state": States.SUCCEEDED, "finished": timezone.now()})
+        [claimed] = store.claim(worker.pk, 1, QueueFilter())
+        finished = store.finish(claimed.id, worker.pk, {"state": States.SUCCEEDED, "finished": timezone.now()})
         self.assertEqual(finished, 1)
 
     def prepared_statements(self):

@@ -8,9 +8,10 @@ from django.db import connection, transaction
 from django.test import TestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 
-from django_toosimple_q import models
+from django_toosimple_q import models, store
 from django_toosimple_q.models import TaskExec, WorkerStatus
-from django_toosimple_q.worker import Worker, claiming, executor, recovery
+from django_toosimple_q.worker import Worker, executor, recovery
+from django_toosimple_q.worker.claiming import QueueFilter
 
 from .testapp import tasks
 from .testapp.models import Execution
@@ -21,7 +22,7 @@ States = TaskExec.States
 def claim_all():
     """Claim every QUEUED task for a new worker row, as a worker would."""
     worker = WorkerStatus.objects.create(label="test", hostname="test", pid=0)
-    return claiming.claim(worker.pk, 1000, claiming.QueueFilter())
+    return store.claim(worker.pk, 1000, QueueFilter())
 
 
 class QueueTests(TestCase):

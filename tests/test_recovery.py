@@ -17,11 +17,11 @@ from django.db import DataError, OperationalError, connection
 from django.test import TransactionTestCase, override_settings
 from django.utils import timezone
 
-from django_toosimple_q import conf
+from django_toosimple_q import conf, store
 from django_toosimple_q.management.commands import worker as worker_command
 from django_toosimple_q.worker import loop as worker_loop
 from django_toosimple_q.models import TaskExec, WorkerStatus
-from django_toosimple_q.worker import Worker, claiming, executor, recovery
+from django_toosimple_q.worker import Worker, executor, recovery
 from django_toosimple_q.worker.claiming import QueueFilter
 
 from .helpers import wait_for
@@ -42,7 +42,7 @@ def dead_worker():
 
 def claim_for(status, limit=100):
     """Claim the waiting tasks for ``status``, as its loop would have."""
-    return claiming.claim(status.pk, limit, QueueFilter())
+    return store.claim(status.pk, limit, QueueFilter())
 
 
 def row(execution):
@@ -392,7 +392,7 @@ class DatabaseErrorTests(TransactionTestCase):
     def test_the_loop_backs_off_and_carries_on(self):
         executions = [tasks.add.queue(i) for i in range(3)]
         with (
-            mock.patch.object(claiming, "claim", failing_first(claiming.claim, 3)),
+            mock.patch.object(store, "claim", failing_first(store.claim, 3)),
             self.assertLogs("django_toosimple_q", logging.WARNING) as logs,
         ):
             worker = Worker(until_done=True, schedules=False)
@@ -405,7 +405,7 @@ class DatabaseErrorTests(TransactionTestCase):
     def test_an_error_no_retry_can_mend_stops_the_worker(self):
         tasks.add.queue(1)
         error = OperationalError("cannot start a transaction within a transaction")
-        with mock.patch.object(claiming, "claim", failing_first(claiming.claim, 1, error)):
+        with mock.patch.object(store, "claim", failing_first(store.claim, 1, error)):
             worker = Worker(until_done=True, schedules=False)
             worker.run()
         self.assertEqual(worker.exit_code, WorkerStatus.CRASHED_EXIT_CODE)

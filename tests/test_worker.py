@@ -15,8 +15,9 @@ from django.core.management import call_command
 from django.test import TransactionTestCase, override_settings
 from django.utils import timezone
 
+from django_toosimple_q import store
 from django_toosimple_q.models import TaskExec, WorkerStatus
-from django_toosimple_q.worker import Worker, claiming
+from django_toosimple_q.worker import Worker
 
 from .helpers import start_worker, wait_for
 from .testapp import tasks
@@ -285,7 +286,7 @@ class RunningTests(TransactionTestCase):
 
     def test_any_error_storing_an_outcome_ends_the_row_rather_than_leaving_it_processing(self):
         execution = tasks.add.queue(1)
-        real_finish = claiming.finish
+        real_finish = store.finish
         refused = iter([ValueError("cannot adapt")])
 
         def finish_refusing_once(*args):
@@ -294,7 +295,7 @@ class RunningTests(TransactionTestCase):
                 raise error
             return real_finish(*args)
 
-        with mock.patch.object(claiming, "finish", finish_refusing_once):
+        with mock.patch.object(store, "finish", finish_refusing_once):
             run_in_process()
         row = TaskExec.objects.get(pk=execution.pk)
         self.assertEqual(row.state, States.SUCCEEDED)

@@ -16,10 +16,10 @@ import traceback
 from django.db import DatabaseError, InterfaceError, connections, router, transaction
 from django.utils import timezone
 
-from .. import conf, serialization, signals
+from .. import conf, serialization, signals, store
 from ..models import TaskExec, queue_database
 from ..registry import tasks_registry
-from . import claiming, errors
+from . import errors
 from .coroutines import run_coroutine
 from .backoff import Backoff
 from .capture import captured_output
@@ -232,7 +232,7 @@ def _unstorable(claimed, worker_id, outcome, error):
 
 
 def _finish(claimed, worker_id, outcome):
-    finished = claiming.finish(claimed.id, worker_id, outcome)
+    finished = store.finish(claimed.id, worker_id, outcome)
     if not finished:
         logger.warning(
             "%s #%s was taken from this worker before it finished",

@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from django.db import DatabaseError, InterfaceError, connections
 from django.utils import timezone
 
-from .. import conf, signals, wakeup
+from .. import conf, signals, store, wakeup
 from ..models import TaskExec, WorkerStatus, default_label, queue_database
-from . import claiming, errors, executor, recovery, timeouts
+from . import errors, executor, recovery, timeouts
 from .backoff import Backoff
 from .claiming import QueueFilter
 from .counters import RunCounters
@@ -165,7 +165,7 @@ class Worker:
         exit_log = ""
         try:
             self._loop(pool)
-            claiming.release([task.id for task in self._held], self.status.pk)
+            store.release([task.id for task in self._held], self.status.pk)
             self.exit_code = self._finish_running()
             if self.abandoned_threads > conf.MAX_ABANDONED_THREADS:
                 self.exit_code = WorkerStatus.ABANDONED_THREADS_EXIT_CODE
@@ -204,7 +204,7 @@ class Worker:
         )
         while not self._stopping.is_set() and self._budget_left() > 0:
             self._poll()
-            claimed = claiming.claim(self.status.pk, 1, self.queue_filter)
+            claimed = store.claim(self.status.pk, 1, self.queue_filter)
             if not claimed:
                 break
             self._claimed_count += 1
@@ -223,7 +223,7 @@ class Worker:
             return
         self._register()
         while ids:
-            for task in claiming.claim_these(ids, self.status.pk):
+            for task in store.claim_these(ids, self.status.pk):
                 executor.execute(task, self.status.pk)
             ids = list(
                 TaskExec.objects.filter(replaces__in=ids, state=TaskExec.States.QUEUED).values_list("pk", flat=True)
@@ -349,7 +349,7 @@ class Worker:
             self._next_poll = now + self.tick
         next_deadline = self._enforce_timeouts(pool)
         free = 0 if self._isolating() else min(self.threads - self.running_count, self._budget_left())
-        claimed = self._hold_suspects(claiming.claim(self.status.pk, free, self.queue_filter))
+        claimed = self._hold_suspects(store.claim(self.status.pk, free, self.queue_filter))
         if self._submit_all(pool, claimed) is None:
             return True
         if self._held and not self.running_count:
@@ -382,7 +382,7 @@ class Worker:
         """What is done once a tick rather than at each claim."""
         if self.scheduler:
             self.scheduler.run_due()
-        claiming.wake_sleeping(self.queue_filter)
+        store.wake_sleeping(self.queue_filter)
 
     def _budget_left(self):
         if self.max_tasks is None:
@@ -400,7 +400,7 @@ class Worker:
 
     def _hold_suspects(self, claimed):
         """The claimed tasks to run now; those whose last run was interrupted are held, to run alone."""
-        suspects = claiming.interrupted_before([task.id for task in claimed if task.attempt > 1])
+        suspects = store.interrupted_before([task.id for task in claimed if task.attempt > 1])
         if not suspects:
             return claimed
         self._held += [task for task in claimed if task.id in suspects]
@@ -417,7 +417,7 @@ class Worker:
             except RuntimeError:
                 # The interpreter is exiting and its pools take no more
                 # work: what was claimed goes back to the queue.
-                claiming.release([task.id for task in claimed[position:]], self.status.pk)
+                store.release([task.id for task in claimed[position:]], self.status.pk)
                 self.stop()
                 return None
             self._claimed_count += 1
@@ -506,7 +506,7 @@ class Worker:
             return False
         if self.max_tasks is not None and self._budget_left() <= 0:
             return True
-        return self.until_done and not claiming.has_waiting_work(self.queue_filter)
+        return self.until_done and not store.has_waiting_work(self.queue_filter)
 
     def _finish_running(self):
         """Give running tasks until the grace deadline; interrupt those still running."""
