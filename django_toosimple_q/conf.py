@@ -43,6 +43,9 @@ DEFAULTS = {
     "TOOSIMPLEQ_EMBEDDED_EXCLUDE_QUEUES": None,
     # queue() runs the task at once in the caller's thread (tests; see django_toosimple_q.testing).
     "TOOSIMPLEQ_IMMEDIATE": False,
+    # The most outcomes a worker writes in one transaction, when its threads
+    # end tasks close together (1: one transaction per outcome).
+    "TOOSIMPLEQ_FINISH_BATCH": 50,
     # PostgreSQL: whether workers prepare their claim and finish statements.
     # None: yes, unless the database has DISABLE_SERVER_SIDE_CURSORS.
     "TOOSIMPLEQ_PREPARED_STATEMENTS": None,

@@ -12,6 +12,7 @@ Other databases (MySQL) use the ORM: ``select_for_update(skip_locked=True)``
 then an UPDATE, in one transaction.
 """
 
+import contextlib
 import functools
 import json
 import logging
@@ -286,26 +287,67 @@ def finish(execution_id, worker_id, outcome):
     Fenced on (PROCESSING, this worker): returns 0 when the row was taken
     from this worker (taken for dead, its task queued again) meanwhile.
     """
+    return len(finish_many([(execution_id, worker_id, outcome)]))
+
+
+def finish_many(endings):
+    """Store how executions ended, all or none: ``endings`` are (execution_id, worker_id, outcome) triples.
+
+    One statement for the outcomes that set the same fields (most often,
+    all of them). Each row is fenced as in ``finish``: returns the ids of
+    those stored, less the rows taken from their worker meanwhile.
+    """
     database = _queue_database()
-    names = tuple(outcome)
-    sql, adapters = _finish_sql(database.alias, names)
-    values = [
-        value if adapt is None else adapt(value, database)
-        for value, adapt in zip(outcome.values(), adapters)
-    ]
-    return _run(database, sql, [*values, execution_id, worker_id], _rowcount)
+    by_fields = {}
+    for ending in endings:
+        by_fields.setdefault(tuple(ending[2]), []).append(ending)
+    # A single statement is atomic by itself.
+    with transaction.atomic(using=database.alias) if len(by_fields) > 1 else contextlib.nullcontext():
+        return {
+            execution_id
+            for names, alike in by_fields.items()
+            for (execution_id,) in _finish_alike(database, names, alike)
+        }
 
 
-@functools.lru_cache
-def _finish_sql(alias, names):
-    """The finishing UPDATE of the fields ``names`` on database ``alias``, and for each, its adapter (see ``column_adapter``)."""
+def _finish_alike(database, names, endings):
+    """Run the finishing UPDATE of ``endings``, whose outcomes set the fields ``names``; returns the rows stored."""
+    sql, adapters = _finish_sql(database.alias, names, len(endings))
+    params = []
+    for execution_id, worker_id, outcome in endings:
+        params += (execution_id, worker_id)
+        params += (value if adapt is None else adapt(value, database) for value, adapt in zip(outcome.values(), adapters))
+    return _run(database, sql, params, _fetchall)
+
+
+@functools.lru_cache(maxsize=1024)
+def _finish_sql(alias, names, rows):
+    """The finishing UPDATE of ``rows`` rows, of the fields ``names``, on database ``alias``; and for each field, its adapter (see ``column_adapter``).
+
+    Its parameters: for each row, the execution's id, its worker's id, then
+    the values of ``names``. The rows come in as a table of VALUES, joined
+    to the executions by id.
+    """
     database = connections[alias]
     quote = database.ops.quote_name
+    table = quote(TaskExec._meta.db_table)
     fields = [TaskExec._meta.get_field(name) for name in names]
-    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    columns = [quote(field.column) for field in fields]
+    placeholders = ["%s"] * (len(fields) + 2)
+    if database.vendor == "postgresql":
+        # Parameters of VALUES have no type of their own: the first row's
+        # casts give every row its column types.
+        types = ["bigint", "bigint", *(field.db_type(database) for field in fields)]
+        first = [f"CAST(%s AS {kind})" for kind in types]
+    else:
+        first = placeholders
+    values = ", ".join([f"({', '.join(first)})", *[f"({', '.join(placeholders)})"] * (rows - 1)])
+    assignments = ", ".join(f"{column} = ending.{column}" for column in columns)
     sql = (
-        f"UPDATE {quote(TaskExec._meta.db_table)} SET {assignments} "
-        f"WHERE id = %s AND state = '{States.PROCESSING}' AND worker_id = %s"
+        f"WITH ending(execution_id, fence_worker_id, {', '.join(columns)}) AS (VALUES {values}) "
+        f"UPDATE {table} SET {assignments} FROM ending "
+        f"WHERE {table}.id = ending.execution_id AND {table}.state = '{States.PROCESSING}' "
+        f"AND {table}.worker_id = ending.fence_worker_id RETURNING {table}.id"
     )
     return _in_driver_style(database.vendor, sql), tuple(column_adapter(field) for field in fields)
 

@@ -12,6 +12,7 @@ runs are counted per key, whatever process ran them.
 """
 
 import datetime
+import functools
 import json
 import os
 import random
@@ -38,6 +39,8 @@ UNFINISHED = (States.SLEEPING, States.QUEUED, States.PROCESSING)
 SIZES = {
     "short": {
         "kill -9": {"workers": 3, "threads": 4, "tasks": 300, "kills": 4, "interval": 0.5},
+        "kill -9 batches": {"workers": 2, "threads": 8, "tasks": 3000, "kills": 6, "interval": 0.3, "longest": 0.002},
+        "late outcomes": {"threads": 8, "timeout": 3},
         "postgres restart": {"workers": 3, "threads": 4, "tasks": 300, "restarts": 1},
         "long outage": {"workers": 3, "threads": 4, "tasks": 6, "timeout": 10, "outage": 15},
         "sqlite writers": {"workers": 3, "threads": 4, "tasks": 300},
@@ -47,6 +50,8 @@ SIZES = {
     },
     "long": {
         "kill -9": {"workers": 4, "threads": 4, "tasks": 2000, "kills": 20, "interval": 1},
+        "kill -9 batches": {"workers": 3, "threads": 8, "tasks": 30000, "kills": 30, "interval": 0.5, "longest": 0.002},
+        "late outcomes": {"threads": 8, "timeout": 3},
         "postgres restart": {"workers": 4, "threads": 4, "tasks": 2000, "restarts": 3},
         "long outage": {"workers": 4, "threads": 4, "tasks": 12, "timeout": 10, "outage": 60},
         "sqlite writers": {"workers": 3, "threads": 4, "tasks": 1000},
@@ -165,9 +170,9 @@ def queue_keyed(task_name, calls, retries=0):
     return [call[0] for call in calls]
 
 
-def short_tasks(count, prefix):
-    """``count`` calls of chaos.work, sleeping 10 to 100 ms each."""
-    calls = [(f"{prefix}-{number}", random.uniform(0.01, 0.1)) for number in range(count)]
+def short_tasks(count, prefix, longest=0.1):
+    """``count`` calls of chaos.work, sleeping up to ``longest`` seconds each (from a tenth of it)."""
+    calls = [(f"{prefix}-{number}", random.uniform(longest / 10, longest)) for number in range(count)]
     return queue_keyed("chaos.work", calls, retries=5)
 
 
@@ -199,13 +204,16 @@ def count_keyed(outcome, task_name, keys):
     return outcome
 
 
-def kill_workers(log_dir, *, workers, threads, tasks, kills, interval):
+def kill_workers(log_dir, *, workers, threads, tasks, kills, interval, longest=0.1, scenario="kill -9"):
     """SIGKILL a random worker every ``interval`` seconds, ``kills`` times, and start another.
 
     A busy one is chosen when there is one: an idle one has nothing to lose.
+    Tasks of a few milliseconds (``longest``) on 8 threads end close
+    together: the kills come while their outcomes wait for, or are in, a
+    batch being written (group commit).
     """
-    keys = short_tasks(tasks, "kill")
-    outcome = Outcome("kill -9", tasks)
+    keys = short_tasks(tasks, "kill", longest)
+    outcome = Outcome(scenario, tasks)
     busy = TaskExec.objects.filter(state=States.PROCESSING, worker__stopped__isnull=True)
     args = ("--queue", "chaos", "--threads", str(threads), "--tick", "0.1")
     # Long enough that no busy, living worker is taken for dead on a loaded
@@ -223,6 +231,38 @@ def kill_workers(log_dir, *, workers, threads, tasks, kills, interval):
         settle("chaos.work", timeout=60 + tasks / 10)
         outcome.problems = pool.problems(pool.stop())
     return count_keyed(outcome, "chaos.work", keys)
+
+
+def refuse_late_outcomes(log_dir, *, threads, timeout):
+    """A worker frozen (SIGSTOP) while its tasks run is taken for dead; thawed, its outcomes are refused.
+
+    Another worker interrupts the frozen one's tasks and runs their
+    replacements. Then the tasks' gate opens and the frozen worker thaws:
+    its ``threads`` tasks end together, and their batch must store nothing.
+    """
+    gate = str(Path(log_dir) / "gate")
+    keys = queue_keyed("chaos.hold", [(f"late-{number}", gate) for number in range(threads)])
+    outcome = Outcome("late outcomes", threads)
+    args = ("--queue", "chaos", "--threads", str(threads), "--tick", "0.1")
+    with Workers("late", log_dir, *args, worker_timeout=timeout) as pool:
+        frozen = pool.start()
+        running = TaskExec.objects.filter(task_name="chaos.hold", state=States.PROCESSING)
+        wait_for(lambda: running.filter(worker__label=frozen).count() == threads, timeout=120, message="the tasks to run")
+        outcome.in_flight = threads
+        pool.processes[frozen].send_signal(signal.SIGSTOP)
+        replacing = pool.start()
+        wait_for(lambda: running.filter(worker__label=replacing).count() == threads, timeout=120, message="the replacements")
+        Path(gate).touch()
+        wait_for(lambda: not unfinished_count("chaos.hold"), timeout=120, message="the replacements to end")
+        pool.processes[frozen].send_signal(signal.SIGCONT)
+        refused = lambda: pool.log(frozen).count("was taken from this worker before it finished")  # noqa: E731
+        wait_for(lambda: refused() == threads, timeout=120, message="the late outcomes to be refused")
+        outcome.facts["late outcomes refused"] = refused()
+        outcome.facts["first runs"] = dict(
+            Counter(TaskExec.objects.filter(task_name="chaos.hold", worker__label=frozen).values_list("state", flat=True))
+        )
+        outcome.problems = pool.problems(pool.stop())
+    return count_keyed(outcome, "chaos.hold", keys)
 
 
 def attached_cluster():
@@ -436,6 +476,8 @@ def schedule_row():
 
 SCENARIOS = {
     "kill -9": kill_workers,
+    "kill -9 batches": functools.partial(kill_workers, scenario="kill -9 batches"),
+    "late outcomes": refuse_late_outcomes,
     "postgres restart": restart_database,
     "long outage": outlive_the_timeout,
     "sqlite writers": sqlite_writers,

@@ -60,6 +60,25 @@ class KillTests(ChaosTestCase):
         # Only a task running at a kill may have run twice.
         self.assertLessEqual(outcome.duplicated, outcome.in_flight, outcome)
 
+    @skipUnless(ON_POSTGRESQL, "PostgreSQL: SKIP LOCKED claiming among many processes")
+    def test_workers_killed_while_they_write_batches_of_outcomes_lose_nothing(self):
+        outcome = self.run_scenario("kill -9 batches")
+        self.assert_nothing_lost(outcome)
+        self.assertGreater(outcome.kills, 0, outcome)
+        # An outcome waiting for its batch, or in one not committed, is lost
+        # with its worker: its task runs again, as any task running at a kill.
+        self.assertLessEqual(outcome.duplicated, outcome.in_flight, outcome)
+
+    @skipUnless(ON_POSTGRESQL, "a frozen process could hold SQLite's write lock")
+    def test_outcomes_of_a_worker_taken_for_dead_are_refused_together(self):
+        outcome = self.run_scenario("late outcomes")
+        threads = chaos.sizes("late outcomes")["threads"]
+        self.assert_nothing_lost(outcome)
+        self.assertEqual(outcome.facts["late outcomes refused"], threads, outcome)
+        self.assertEqual(outcome.facts["first runs"], {States.INTERRUPTED: threads}, outcome)
+        # Each task ran twice, once in each worker, and SUCCEEDED once: the replacement's.
+        self.assertEqual(outcome.duplicated, threads, outcome)
+
     @skipUnless(ON_POSTGRESQL, "PostgreSQL: many schedulers at once")
     def test_schedulers_killed_queue_each_due_time_once(self):
         outcome = self.run_scenario("schedules")

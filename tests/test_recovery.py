@@ -424,7 +424,8 @@ class DatabaseErrorTests(TransactionTestCase):
     def test_an_outcome_is_stored_once_the_database_is_back(self):
         execution = tasks.add.queue(1, b=1)
         with (
-            mock.patch.object(executor, "_finish", failing_first(executor._finish, 2)),
+            # Its batch (of one), then twice alone.
+            mock.patch.object(store, "finish_many", failing_first(store.finish_many, 3)),
             self.assertLogs("django_toosimple_q", logging.WARNING) as logs,
         ):
             worker = Worker(until_done=True, schedules=False)
@@ -436,8 +437,8 @@ class DatabaseErrorTests(TransactionTestCase):
 
     def test_an_outcome_not_stored_by_the_grace_end_is_given_another_run(self):
         execution = tasks.add.queue(1)
-        never = failing_first(executor._finish, 10**6)
-        with mock.patch.object(executor, "_finish", never), self.assertLogs("django_toosimple_q", logging.WARNING):
+        never = failing_first(store.finish_many, 10**6)
+        with mock.patch.object(store, "finish_many", never), self.assertLogs("django_toosimple_q", logging.WARNING):
             worker = start(Worker(schedules=False, tick=0.05))
             wait_for(lambda: row(execution).state == States.PROCESSING, message="the task to run")
             worker.stop(grace=0.2)

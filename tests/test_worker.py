@@ -286,16 +286,14 @@ class RunningTests(TransactionTestCase):
 
     def test_any_error_storing_an_outcome_ends_the_row_rather_than_leaving_it_processing(self):
         execution = tasks.add.queue(1)
-        real_finish = store.finish
-        refused = iter([ValueError("cannot adapt")])
+        real_finish_many = store.finish_many
 
-        def finish_refusing_once(*args):
-            error = next(refused, None)
-            if error:
-                raise error
-            return real_finish(*args)
+        def finish_refusing_results(endings):
+            if any("result" in outcome for _, _, outcome in endings):
+                raise ValueError("cannot adapt")
+            return real_finish_many(endings)
 
-        with mock.patch.object(store, "finish", finish_refusing_once):
+        with mock.patch.object(store, "finish_many", finish_refusing_results):
             run_in_process()
         row = TaskExec.objects.get(pk=execution.pk)
         self.assertEqual(row.state, States.SUCCEEDED)

@@ -1,8 +1,9 @@
-"""Running one claimed task and writing its outcome: one UPDATE per task.
+"""Running one claimed task and writing its outcome.
 
-The finishing UPDATE is fenced on (state PROCESSING, this worker): a worker
-that was taken for dead and whose tasks were handed to another cannot
-overwrite their outcome.
+The outcomes of a worker's threads are written together when they end close
+together (see group_commit.py), else one UPDATE per task. Each row is fenced
+on (state PROCESSING, this worker): a worker that was taken for dead and
+whose tasks were handed to another cannot overwrite their outcome.
 """
 
 import contextlib
@@ -20,9 +21,10 @@ from .. import conf, serialization, signals, store
 from ..models import TaskExec, queue_database
 from ..registry import tasks_registry
 from . import errors
-from .coroutines import run_coroutine
 from .backoff import Backoff
 from .capture import captured_output
+from .coroutines import run_coroutine
+from .group_commit import GroupCommit
 from .timeouts import TaskTimeout
 
 logger = logging.getLogger("django_toosimple_q")
@@ -31,14 +33,15 @@ States = TaskExec.States
 PREVIEW_LENGTH = TaskExec._meta.get_field("result_preview").max_length
 
 
-def execute(claimed, worker_id, give_up=lambda: True, watch=None):
+def execute(claimed, worker_id, give_up=lambda: True, watch=None, together=None):
     """Run ``claimed`` (a ClaimedTask) in this thread and store how it ended.
 
     When the database is away, storing the outcome is tried again until it
     is back or ``give_up()`` is true. ``watch`` (a timeouts.Watch) ends the
     task at its timeout; once it abandoned this thread, the outcome is
     stored from another one (``store_timed_out``) and this one stores nothing.
-    Returns the state stored and the run time in seconds; None when nothing
+    ``together``: the worker's GroupCommit (see ``group_commit()``), or None
+    to store the outcome alone. Returns the state stored and the run time in seconds; None when nothing
     was stored.
     """
     started = time.monotonic()
@@ -63,7 +66,7 @@ def execute(claimed, worker_id, give_up=lambda: True, watch=None):
         # transaction would take the outcome into it, and roll it back.
         recycle_connections()
     outcome["finished"] = timezone.now()
-    if not _store(claimed, worker_id, give_up, outcome):
+    if not _store(claimed, worker_id, give_up, outcome, together):
         return None
     duration = time.monotonic() - started
     # DEBUG, as the line before: one line per task would slow a busy worker.
@@ -88,11 +91,23 @@ def log_extra(execution, worker_id, duration=None):
     }
 
 
-def store_timed_out(claimed, worker_id, seconds, give_up=lambda: True):
+def store_timed_out(claimed, worker_id, seconds, give_up=lambda: True, together=None):
     """Store that ``claimed`` timed out, its thread abandoned: what that thread will not store."""
     outcome = {"state": States.FAILED, "error": _timed_out(seconds) + ": its thread was stuck and is abandoned"}
     outcome["finished"] = timezone.now()
-    return (States.FAILED, seconds) if _store(claimed, worker_id, give_up, outcome) else None
+    return (States.FAILED, seconds) if _store(claimed, worker_id, give_up, outcome, together) else None
+
+
+def group_commit():
+    """What a worker's threads write their outcomes through: a GroupCommit, or None (TOOSIMPLEQ_FINISH_BATCH = 1)."""
+    most = conf.FINISH_BATCH
+    return GroupCommit(_finish_together, most) if most > 1 else None
+
+
+def _finish_together(endings):
+    """Store the (claimed, worker_id, outcome) ``endings`` in one transaction; for each, whether it was stored."""
+    stored = store.finish_many([(claimed.id, worker_id, outcome) for claimed, worker_id, outcome in endings])
+    return [claimed.id in stored for claimed, _, _ in endings]
 
 
 def _run_watched(run, watch):
@@ -165,17 +180,29 @@ def preview(value):
     return text if len(text) <= PREVIEW_LENGTH else text[: PREVIEW_LENGTH - 1] + "…"
 
 
-def _store(claimed, worker_id, give_up, outcome):
+def _store(claimed, worker_id, give_up, outcome, together=None):
     """Store ``outcome``, and queue the next try of a failure that has retries left.
 
-    Anything but an outage that goes wrong (the database refuses a value,
-    the next try's due time overflows) would go wrong again: the row ends
-    with the reason instead, never left PROCESSING for another worker to
-    run again. Returns whether it was stored (not when the row was taken
-    from this worker).
+    With the outcomes of other threads when ``together`` is given, else (or
+    when their batch was refused) alone. Anything but an outage that goes
+    wrong (the database refuses a value, the next try's due time overflows)
+    would go wrong again: the row ends with the reason instead, never left
+    PROCESSING for another worker to run again. Returns whether it was
+    stored (not when the row was taken from this worker).
     """
     retries = outcome.get("retries", claimed.retries)  # an outcome may rule out any retry
-    store = _finish_and_retry if outcome["state"] == States.FAILED and retries != 0 else _finish
+    retrying = outcome["state"] == States.FAILED and retries != 0
+    # A retry is queued in its failure's transaction, and undone with it when
+    # the fence refuses the failure: it is stored alone.
+    if together is not None and not retrying:
+        stored = together.write((claimed, worker_id, outcome))
+        if stored is not None:
+            if stored:
+                signals.send(signals.task_finished, TaskExec, execution=claimed, worker_id=worker_id, outcome=outcome)
+            else:
+                _warn_taken(claimed, worker_id)
+            return stored
+    store = _finish_and_retry if retrying else _finish
     try:
         return _store_through_outages(store, claimed, worker_id, give_up, outcome)
     except Exception as error:
@@ -234,13 +261,17 @@ def _unstorable(claimed, worker_id, outcome, error):
 def _finish(claimed, worker_id, outcome):
     finished = store.finish(claimed.id, worker_id, outcome)
     if not finished:
-        logger.warning(
-            "%s #%s was taken from this worker before it finished",
-            claimed.task_name,
-            claimed.id,
-            extra=log_extra(claimed, worker_id),
-        )
+        _warn_taken(claimed, worker_id)
     return finished
+
+
+def _warn_taken(claimed, worker_id):
+    logger.warning(
+        "%s #%s was taken from this worker before it finished",
+        claimed.task_name,
+        claimed.id,
+        extra=log_extra(claimed, worker_id),
+    )
 
 
 def _finish_and_retry(claimed, worker_id, outcome):

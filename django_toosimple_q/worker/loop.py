@@ -94,6 +94,7 @@ class Worker:
         self.abandoned_threads = 0
         self._stuck = set()  # the futures of abandoned threads still in their task
         self.counters = RunCounters()
+        self._together = executor.group_commit()  # how the pool's threads store outcomes
         # Tasks whose last run was interrupted, claimed, waiting to run alone;
         # and the future of the one running alone.
         self._held = []
@@ -434,7 +435,9 @@ class Worker:
 
     def _execute(self, task, watch):
         try:
-            ended = executor.execute(task, self.status.pk, give_up=self._stopping_now, watch=watch)
+            ended = executor.execute(
+                task, self.status.pk, give_up=self._stopping_now, watch=watch, together=self._together
+            )
         except Exception:
             logger.exception("could not store the outcome of %s #%s", task.task_name, task.id)
         else:
@@ -483,7 +486,9 @@ class Worker:
 
     def _store_timed_out(self, task, seconds):
         try:
-            ended = executor.store_timed_out(task, self.status.pk, seconds, give_up=self._stopping_now)
+            ended = executor.store_timed_out(
+                task, self.status.pk, seconds, give_up=self._stopping_now, together=self._together
+            )
         except Exception:
             logger.exception("could not store the outcome of %s #%s", task.task_name, task.id)
         else:
