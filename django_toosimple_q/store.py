@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 import sys
+import threading
 import time
 from typing import NamedTuple
 
@@ -158,16 +159,32 @@ def _claim_returning(database, worker_id, limit, queue_filter, lock_clause=""):
 
 
 def _claim_sqlite(database, worker_id, limit, queue_filter):
-    # Django's atomic() would BEGIN DEFERRED unless the user set
-    # transaction_mode; the write lock must be taken before reading.
-    _run(database, "BEGIN IMMEDIATE", (), _nothing)
-    try:
-        claimed = _claim_returning(database, worker_id, limit, queue_filter)
-    except BaseException:
-        _run(database, "ROLLBACK", (), _nothing)
-        raise
-    _run(database, "COMMIT", (), _nothing)
+    with _turn_to_write(database):
+        # Django's atomic() would BEGIN DEFERRED unless the user set
+        # transaction_mode; the write lock must be taken before reading.
+        _run(database, "BEGIN IMMEDIATE", (), _nothing)
+        try:
+            claimed = _claim_returning(database, worker_id, limit, queue_filter)
+        except BaseException:
+            _run(database, "ROLLBACK", (), _nothing)
+            raise
+        _run(database, "COMMIT", (), _nothing)
     return claimed
+
+
+# SQLite has one writer at a time. The threads of a process take turns at
+# claiming and finishing on this lock, which lets the next one in as soon as
+# it is free: SQLite's busy handler would sleep between its tries (a
+# millisecond, then longer), and the loop's claim and the outcomes' writer
+# meet at every task.
+_SQLITE_WRITER = threading.Lock()
+
+
+def _turn_to_write(database):
+    """Wait for this thread's turn to write on ``database`` (SQLite, outside a caller's transaction)."""
+    if database.vendor == "sqlite" and not database.in_atomic_block:
+        return _SQLITE_WRITER
+    return contextlib.nullcontext()
 
 
 def _run(database, sql, params, read):
@@ -302,7 +319,8 @@ def finish_many(endings):
     for ending in endings:
         by_fields.setdefault(tuple(ending[2]), []).append(ending)
     # A single statement is atomic by itself.
-    with transaction.atomic(using=database.alias) if len(by_fields) > 1 else contextlib.nullcontext():
+    atomic = transaction.atomic(using=database.alias) if len(by_fields) > 1 else contextlib.nullcontext()
+    with _turn_to_write(database), atomic:
         return {
             execution_id
             for names, alike in by_fields.items()
