@@ -7,6 +7,7 @@ from .checks import (
     check_embedded_debug,
     check_embedded_queues,
     check_embedded_sqlite,
+    check_finish_batch,
     check_heartbeat_and_timeout,
     check_mail_app,
     check_poison_limits,
@@ -33,6 +34,7 @@ class ToosimpleqConfig(AppConfig):
 
         embedded.start_if_serving()
         checks.register(check_catch_up_limit, "toosimpleq")
+        checks.register(check_finish_batch, "toosimpleq")
         checks.register(check_prepared_statements, "toosimpleq")
         checks.register(check_heartbeat_and_timeout, "toosimpleq")
         checks.register(check_poison_limits, "toosimpleq")

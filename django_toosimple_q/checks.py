@@ -23,16 +23,21 @@ def check_catch_up_limit(app_configs, **kwargs):
     Any other value would make every worker's scheduler fail at each tick
     once a catch_up schedule has missed an occurrence.
     """
-    limit = conf.CATCH_UP_LIMIT
-    if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1:
+    hint = "It is the most missed occurrences a catch_up schedule queues at once (default 1000)."
+    return _positive_integer("CATCH_UP_LIMIT", hint, "toosimpleq.E001")
+
+
+def check_finish_batch(app_configs, **kwargs):
+    """TOOSIMPLEQ_FINISH_BATCH must be a positive integer: any other value would fail every worker's first outcome."""
+    hint = "It is the most outcomes a worker stores in one transaction (default 50; 1: one transaction each)."
+    return _positive_integer("FINISH_BATCH", hint, "toosimpleq.E007")
+
+
+def _positive_integer(name, hint, error_id):
+    value = getattr(conf, name)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return []
-    return [
-        checks.Error(
-            f"TOOSIMPLEQ_CATCH_UP_LIMIT must be a positive integer, not {limit!r}",
-            hint="It is the most missed occurrences a catch_up schedule queues at once (default 1000).",
-            id="toosimpleq.E001",
-        )
-    ]
+    return [checks.Error(f"TOOSIMPLEQ_{name} must be a positive integer, not {value!r}", hint=hint, id=error_id)]
 
 
 def check_prepared_statements(app_configs, **kwargs):

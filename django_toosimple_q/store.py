@@ -22,6 +22,7 @@ import time
 from typing import NamedTuple
 
 from django.db import OperationalError, connections, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from . import conf, serialization
@@ -60,6 +61,9 @@ class ClaimedTask(NamedTuple):
     created: object
     started: object
     run_after: object
+    # Whether it replaces a run that was interrupted: it may be what killed
+    # its worker, and then runs alone (see Worker._isolating).
+    interrupted_before: bool
 
 
 def claim(worker_id, limit, queue_filter):
@@ -141,9 +145,17 @@ def _claim_sql(alias, probes, lock_clause):
     # run locking other rows, and so claim far more than the limit; the
     # subquery of ARRAY() runs once.
     among = f"= ANY(ARRAY({select}))" if vendor == "postgresql" else f"IN ({select})"
+    # Only a later run (attempt > 1) can replace an interrupted one: the
+    # first runs look for none. A scalar subquery, not EXISTS: PostgreSQL
+    # may plan an EXISTS as one hashed read of the whole table.
+    replaced_by = database.ops.quote_name(TaskExec._meta.get_field("replaced_by").column)
+    interrupted_before = (
+        f"CASE WHEN attempt > 1 THEN (SELECT 1 FROM {table} AS earlier WHERE earlier.{replaced_by} = {table}.id "
+        f"AND earlier.state = '{States.INTERRUPTED}' LIMIT 1) IS NOT NULL ELSE FALSE END"
+    )
     sql = (
         f"UPDATE {table} SET state = '{States.PROCESSING}', started = %s, worker_id = %s, dedup_key = NULL "
-        f"WHERE state = '{States.QUEUED}' AND id {among} RETURNING {', '.join(CLAIMED_COLUMNS)}"
+        f"WHERE state = '{States.QUEUED}' AND id {among} RETURNING {', '.join(CLAIMED_COLUMNS)}, {interrupted_before}"
     )
     return _in_driver_style(vendor, sql)
 
@@ -280,8 +292,10 @@ def _take(ids, worker_id):
     TaskExec.objects.filter(id__in=ids, state=States.QUEUED).update(
         state=States.PROCESSING, started=timezone.now(), worker_id=worker_id, dedup_key=None
     )
-    taken = TaskExec.objects.filter(id__in=ids, state=States.PROCESSING, worker_id=worker_id)
-    rows = taken.order_by("-priority", "due", "id").values_list(*CLAIMED_COLUMNS)
+    taken = TaskExec.objects.filter(id__in=ids, state=States.PROCESSING, worker_id=worker_id).annotate(
+        interrupted_before=Exists(TaskExec.objects.filter(replaced_by=OuterRef("pk"), state=States.INTERRUPTED))
+    )
+    rows = taken.order_by("-priority", "due", "id").values_list(*CLAIMED_COLUMNS, "interrupted_before")
     return [ClaimedTask(*row) for row in rows]
 
 
@@ -368,15 +382,6 @@ def _finish_sql(alias, names, rows):
         f"AND {table}.worker_id = ending.fence_worker_id RETURNING {table}.id"
     )
     return _in_driver_style(database.vendor, sql), tuple(column_adapter(field) for field in fields)
-
-
-def interrupted_before(ids):
-    """Those of the executions ``ids`` that replace an interrupted run."""
-    if not ids:
-        return set()
-    return set(
-        TaskExec.objects.filter(replaced_by__in=ids, state=States.INTERRUPTED).values_list("replaced_by", flat=True)
-    )
 
 
 def release(ids, worker_id):

@@ -51,6 +51,22 @@ class ClaimTests(TransactionTestCase):
         # Claimed, the call is no longer waiting: it may be queued again.
         self.assertIsNone(TaskExec.objects.get(pk=unique.pk).dedup_key)
 
+    def test_claimed_task_says_whether_it_replaces_an_interrupted_run(self):
+        interrupted = tasks.add.queue(1)
+        failed = tasks.add.queue(2)
+        store.claim(new_worker().pk, 2, QueueFilter())
+        interrupted_again = TaskExec.objects.requeue(TaskExec.objects.get(pk=interrupted.pk))
+        retry = TaskExec.objects.requeue(TaskExec.objects.get(pk=failed.pk))
+        TaskExec.objects.filter(pk=interrupted.pk).update(state=States.INTERRUPTED, replaced_by=interrupted_again)
+        TaskExec.objects.filter(pk=failed.pk).update(state=States.FAILED, replaced_by=retry)
+        fresh = tasks.add.queue(3)
+        expected = {interrupted_again.pk: True, retry.pk: False, fresh.pk: False}
+        claimed = store.claim(new_worker().pk, 5, QueueFilter())
+        self.assertEqual({task.id: bool(task.interrupted_before) for task in claimed}, expected)
+        TaskExec.objects.filter(pk__in=expected).update(state=States.QUEUED)
+        claimed = store.claim_these(list(expected), new_worker().pk)
+        self.assertEqual({task.id: bool(task.interrupted_before) for task in claimed}, expected)
+
     def test_claims_only_queued_rows_of_served_queues(self):
         served = tasks.add.using(queue="served").queue(1)
         tasks.add.using(queue="other").queue(2)

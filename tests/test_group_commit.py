@@ -4,6 +4,7 @@ import threading
 import uuid
 from unittest import mock
 
+from django.core import checks
 from django.test import SimpleTestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 
@@ -80,6 +81,18 @@ class GroupCommitTests(SimpleTestCase):
             thread.join(timeout=10)
         self.assertEqual(results, {"b": None, "c": None})
         self.assertFalse(group._writing)
+
+
+class FinishBatchSettingTests(SimpleTestCase):
+    def test_a_positive_integer(self):
+        for most in (0, -1, 2.5, "50", None, True):
+            with self.subTest(most=most), override_settings(TOOSIMPLEQ_FINISH_BATCH=most):
+                errors = checks.run_checks(tags=["toosimpleq"])
+                self.assertEqual([error.id for error in errors], ["toosimpleq.E007"])
+                self.assertIn(f"TOOSIMPLEQ_FINISH_BATCH must be a positive integer, not {most!r}", errors[0].msg)
+        for most in (1, 50):
+            with self.subTest(most=most), override_settings(TOOSIMPLEQ_FINISH_BATCH=most):
+                self.assertEqual(checks.run_checks(tags=["toosimpleq"]), [])
 
 
 class FinishManyTests(TransactionTestCase):

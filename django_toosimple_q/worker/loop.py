@@ -401,11 +401,11 @@ class Worker:
 
     def _hold_suspects(self, claimed):
         """The claimed tasks to run now; those whose last run was interrupted are held, to run alone."""
-        suspects = store.interrupted_before([task.id for task in claimed if task.attempt > 1])
+        suspects = [task for task in claimed if task.interrupted_before]
         if not suspects:
             return claimed
-        self._held += [task for task in claimed if task.id in suspects]
-        return [task for task in claimed if task.id not in suspects]
+        self._held += suspects
+        return [task for task in claimed if not task.interrupted_before]
 
     def _submit_all(self, pool, claimed):
         """Hand the claimed tasks to the pool; their futures, or None if it takes no more work."""
