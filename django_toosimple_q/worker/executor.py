@@ -41,8 +41,8 @@ def execute(claimed, worker_id, give_up=lambda: True, watch=None, together=None)
     task at its timeout; once it abandoned this thread, the outcome is
     stored from another one (``store_timed_out``) and this one stores nothing.
     ``together``: the worker's GroupCommit (see ``group_commit()``), or None
-    to store the outcome alone. Returns the state stored and the run time in seconds; None when nothing
-    was stored.
+    to store the outcome alone. Returns the state stored and the run time in
+    seconds; None when nothing was stored.
     """
     started = time.monotonic()
     try:
@@ -202,9 +202,9 @@ def _store(claimed, worker_id, give_up, outcome, together=None):
             else:
                 _warn_taken(claimed, worker_id)
             return stored
-    store = _finish_and_retry if retrying else _finish
+    alone = _finish_and_retry if retrying else _finish
     try:
-        return _store_through_outages(store, claimed, worker_id, give_up, outcome)
+        return _store_through_outages(alone, claimed, worker_id, give_up, outcome)
     except Exception as error:
         if _is_outage(error):
             raise  # given up: the worker stops, and its row is interrupted
@@ -212,13 +212,13 @@ def _store(claimed, worker_id, give_up, outcome, together=None):
         return _store_through_outages(_finish, claimed, worker_id, give_up, instead)
 
 
-def _store_through_outages(store, claimed, worker_id, give_up, outcome):
-    """``store(claimed, worker_id, outcome)``, tried again while the database is away, until ``give_up()``."""
+def _store_through_outages(write, claimed, worker_id, give_up, outcome):
+    """``write(claimed, worker_id, outcome)``, tried again while the database is away, until ``give_up()``."""
     backoff = Backoff()
     while True:
         try:
             with savepoint_in_callers_transaction():
-                stored = store(claimed, worker_id, outcome)
+                stored = write(claimed, worker_id, outcome)
         except (DatabaseError, InterfaceError) as error:
             if not errors.is_transient(error) or give_up():
                 raise
