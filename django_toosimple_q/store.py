@@ -348,13 +348,16 @@ def _finish_alike(database, names, endings):
     params = []
     for execution_id, worker_id, outcome in endings:
         params += (execution_id, worker_id)
-        params += (value if adapt is None else adapt(value, database) for value, adapt in zip(outcome.values(), adapters))
+        values = zip(outcome.values(), adapters)
+        params += (value if adapt is None else adapt(value, database) for value, adapt in values)
     return _run(database, sql, params, _fetchall)
 
 
 @functools.lru_cache(maxsize=1024)
 def _finish_sql(alias, names, rows):
-    """The finishing UPDATE of ``rows`` rows, of the fields ``names``, on database ``alias``; and for each field, its adapter (see ``column_adapter``).
+    """The finishing UPDATE of ``rows`` rows, of the fields ``names``, on database ``alias``.
+
+    Returned with the adapter of each field (see ``column_adapter``).
 
     Its parameters: for each row, the execution's id, its worker's id, then
     the values of ``names``. The rows come in as a table of VALUES, joined

@@ -247,20 +247,20 @@ def refuse_late_outcomes(log_dir, *, threads, timeout):
     with Workers("late", log_dir, *args, worker_timeout=timeout) as pool:
         frozen = pool.start()
         running = TaskExec.objects.filter(task_name="chaos.hold", state=States.PROCESSING)
-        wait_for(lambda: running.filter(worker__label=frozen).count() == threads, timeout=120, message="the tasks to run")
+        running_in = lambda label: running.filter(worker__label=label).count()  # noqa: E731
+        wait_for(lambda: running_in(frozen) == threads, timeout=120, message="the tasks to run")
         outcome.in_flight = threads
         pool.processes[frozen].send_signal(signal.SIGSTOP)
         replacing = pool.start()
-        wait_for(lambda: running.filter(worker__label=replacing).count() == threads, timeout=120, message="the replacements")
+        wait_for(lambda: running_in(replacing) == threads, timeout=120, message="the replacements")
         Path(gate).touch()
         wait_for(lambda: not unfinished_count("chaos.hold"), timeout=120, message="the replacements to end")
         pool.processes[frozen].send_signal(signal.SIGCONT)
         refused = lambda: pool.log(frozen).count("was taken from this worker before it finished")  # noqa: E731
         wait_for(lambda: refused() == threads, timeout=120, message="the late outcomes to be refused")
         outcome.facts["late outcomes refused"] = refused()
-        outcome.facts["first runs"] = dict(
-            Counter(TaskExec.objects.filter(task_name="chaos.hold", worker__label=frozen).values_list("state", flat=True))
-        )
+        first_runs = TaskExec.objects.filter(task_name="chaos.hold", worker__label=frozen)
+        outcome.facts["first runs"] = dict(Counter(first_runs.values_list("state", flat=True)))
         outcome.problems = pool.problems(pool.stop())
     return count_keyed(outcome, "chaos.hold", keys)
 

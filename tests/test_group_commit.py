@@ -41,9 +41,13 @@ class Writes:
 
 class GroupCommitTests(SimpleTestCase):
     def write_in_threads(self, group, items):
-        """``group.write(item)`` for each of ``items``, each in its own thread; returns their results, once all are done."""
+        """Start ``group.write(item)`` for each of ``items`` in a thread; returns the threads, and their results to come."""
         results = {}
-        threads = [threading.Thread(target=lambda item=item: results.update({item: group.write(item)})) for item in items]
+
+        def write(item):
+            results[item] = group.write(item)
+
+        threads = [threading.Thread(target=write, args=(item,)) for item in items]
         for thread in threads:
             thread.start()
         return threads, results
@@ -106,7 +110,8 @@ class FinishManyTests(TransactionTestCase):
         now = timezone.now()
         outcome = {"state": States.SUCCEEDED, "result": 1, "finished": now}
         failure = {"state": States.FAILED, "error": "boom", "finished": now}  # another shape: another statement
-        stored = store.finish_many([(first.id, worker.pk, outcome), (taken.id, worker.pk, outcome), (third.id, worker.pk, failure)])
+        endings = [(first.id, worker.pk, outcome), (taken.id, worker.pk, outcome), (third.id, worker.pk, failure)]
+        stored = store.finish_many(endings)
         self.assertEqual(stored, {first.id, third.id})
         rows = {row.pk: row for row in TaskExec.objects.all()}
         self.assertEqual((rows[first.id].state, rows[first.id].result), (States.SUCCEEDED, 1))
