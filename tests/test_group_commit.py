@@ -84,7 +84,7 @@ class GroupCommitTests(SimpleTestCase):
         for thread in threads:
             thread.join(timeout=10)
         self.assertEqual(results, {"b": None, "c": None})
-        self.assertFalse(group._writing)
+        self.assertEqual((group._writing, group._waiting), (False, []))
 
 
 class FinishBatchSettingTests(SimpleTestCase):
@@ -188,7 +188,9 @@ class WorkerGroupCommitTests(TransactionTestCase):
 
 
 def set_writing(group, writing):
-    """Have ``group`` seem busy writing (its outcomes wait), or free again."""
-    with group._condition:
-        group._writing = writing
-        group._condition.notify_all()
+    """Have ``group`` seem busy writing (its outcomes wait), or hand the turn to the oldest outcome waiting."""
+    with group._lock:
+        if writing:
+            group._writing = True
+        else:
+            group._waiting[0].turn.set()

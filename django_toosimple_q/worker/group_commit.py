@@ -16,12 +16,13 @@ logger = logging.getLogger("django_toosimple_q")
 
 
 class _Entry:
-    __slots__ = ("item", "done", "result")
+    __slots__ = ("item", "done", "result", "turn")
 
     def __init__(self, item):
         self.item = item
         self.done = False
         self.result = None
+        self.turn = threading.Event()  # set once it is written, or it is its turn to write
 
 
 class GroupCommit:
@@ -35,36 +36,38 @@ class GroupCommit:
     def __init__(self, write, most):
         self._write = write
         self._most = most
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
         self._waiting = []  # entries not yet taken by a writer, oldest first
-        self._writing = False
+        self._writing = False  # whether a thread writes, or is told it is its turn
 
     def write(self, item):
         """Write ``item`` with those that come at the same time; returns its result (see the class)."""
         entry = _Entry(item)
-        with self._condition:
+        with self._lock:
             self._waiting.append(entry)
-        while True:
-            with self._condition:
-                while self._writing and not entry.done:
-                    self._condition.wait()
-                if entry.done:
-                    return entry.result
-                self._writing = True
-                batch = self._waiting[: self._most]
-                del self._waiting[: self._most]
-            # Older entries than this thread's may fill a batch: it writes until its own is done.
-            self._write_batch(batch)
-
-    def _write_batch(self, batch):
+            leads, self._writing = not self._writing, True
+        if not leads:
+            # Each waiting thread has its own event: the writer wakes only
+            # those it wrote for, and the next writer.
+            entry.turn.wait()
+            if entry.done:
+                return entry.result
+        # Its entry comes first among those waiting: the batch holds it.
+        with self._lock:
+            batch = self._waiting[: self._most]
+            del self._waiting[: self._most]
         results = [None] * len(batch)
         try:
-            results = self._write([entry.item for entry in batch])
+            results = self._write([waiting.item for waiting in batch])
         except Exception as error:
             logger.debug("%s outcomes could not be written together (%s): each is written alone", len(batch), error)
         finally:
-            with self._condition:
-                for entry, result in zip(batch, results):
-                    entry.done, entry.result = True, result
-                self._writing = False
-                self._condition.notify_all()
+            with self._lock:
+                for written, result in zip(batch, results):
+                    written.done, written.result = True, result
+                    written.turn.set()
+                if self._waiting:
+                    self._waiting[0].turn.set()  # what came meanwhile: its oldest writes it
+                else:
+                    self._writing = False
+        return entry.result
