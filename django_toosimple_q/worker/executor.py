@@ -16,7 +16,7 @@ import traceback
 from django.db import DatabaseError, InterfaceError, connections, router, transaction
 from django.utils import timezone
 
-from .. import conf, serialization, signals
+from .. import conf, serialization, signals, store
 from ..models import TaskExec, queue_database
 from ..registry import tasks_registry
 from . import claiming, errors
@@ -253,7 +253,7 @@ def _finish_and_retry(claimed, worker_id, outcome):
     due = timezone.now() + datetime.timedelta(seconds=delay)
     with transaction.atomic(using=queue_database()):
         # None (no retry) when a unique task's same call already waits.
-        retry = TaskExec.objects.requeue(
+        retry = store.requeue(
             claimed,
             state=States.SLEEPING if delay else States.QUEUED,
             due=due,
