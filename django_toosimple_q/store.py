@@ -298,7 +298,8 @@ def _insert_sql(alias, rows, notify, deduplicated):
     # The outcome's text columns are written empty; the columns left out are NULL.
     blank = [TaskExec._meta.get_field(attname) for attname, value in _left_empty().items() if value == ""]
     columns = ", ".join(quote(field.column) for field in fields + blank)
-    row = f"({', '.join(['%s'] * len(fields) + ["''"] * len(blank))})"
+    placeholders = ["%s"] * len(fields) + ["''"] * len(blank)
+    row = f"({', '.join(placeholders)})"
     column = {name: quote(TaskExec._meta.get_field(name).column) for name in ("id", "dedup_key", "queue")}
     insert = (
         f"INSERT INTO {quote(TaskExec._meta.db_table)} ({columns}) VALUES {', '.join([row] * rows)} "
