@@ -228,6 +228,7 @@ class ReturnedExecutionTests(TestCase):
     """What queue() returns, and the row it stores, without a model instance made to store it."""
 
     def assertAsStored(self, execution):
+        self.assertEqual(execution.get_deferred_fields(), set())  # no field is left to read from the database
         stored = TaskExec.objects.get(pk=execution.pk)
         for field in TaskExec._meta.concrete_fields:
             self.assertEqual(getattr(execution, field.attname), getattr(stored, field.attname), field.name)
