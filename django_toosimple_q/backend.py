@@ -176,9 +176,9 @@ def _definition(task):
 
 def _enqueue_many(task, calls):
     """Store ``calls`` of ``task`` (``registry.Call``s of normalized JSON): their TaskExecs, or False (unique)."""
-    from .models import TaskExec
+    from . import store
 
-    return TaskExec.objects.enqueue_many(
+    return store.enqueue(
         _definition(task),
         calls,
         priority=task.priority,

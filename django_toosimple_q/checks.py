@@ -30,7 +30,7 @@ def check_catch_up_limit(app_configs, **kwargs):
 def check_finish_batch(app_configs, **kwargs):
     """TOOSIMPLEQ_FINISH_BATCH must be a positive integer: any other value would fail every worker's first outcome."""
     hint = "It is the most outcomes a worker stores in one transaction (default 50; 1: one transaction each)."
-    return _positive_integer("FINISH_BATCH", hint, "toosimpleq.E007")
+    return _positive_integer("FINISH_BATCH", hint, "toosimpleq.E008")
 
 
 def _positive_integer(name, hint, error_id):

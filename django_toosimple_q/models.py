@@ -1,72 +1,19 @@
 """What the database stores: task executions and workers."""
 
 import collections
-import contextlib
 import datetime
-import functools
 import hashlib
 import os
 import socket
-import warnings
 
-from django.conf import settings
-from django.db import IntegrityError, connections, models, router, transaction
+from django.db import connections, models, router, transaction
 from django.utils import timezone
 
-from . import conf, serialization, signals, wakeup
+from . import conf, serialization
 from .fields import TaggedJSONField
 
 
 class TaskExecQuerySet(models.QuerySet):
-    def enqueue_many(self, task, calls, *, priority, queue, **columns):
-        """Store ``calls`` (``registry.Call``s) of ``task``, all or none.
-
-        Returns a list: for each call its TaskExec, or False when the task is
-        unique and the same call is already waiting (or comes earlier in
-        ``calls``). Nothing is stored when a call's arguments cannot be.
-        ``columns`` are other fields that every row takes.
-        """
-        now = timezone.now()
-        executions = []
-        for args, kwargs, due in calls:
-            due = _checked_due(due)
-            # Encoded here to refuse what cannot be stored, naming the argument.
-            encoded_args, encoded_kwargs = serialization.encode_call(args, kwargs)
-            execution = TaskExec(
-                task_name=task.name,
-                args=list(args),
-                kwargs=dict(kwargs),
-                queue=queue,
-                priority=priority,
-                state=TaskExec.States.QUEUED if due is None or due <= now else TaskExec.States.SLEEPING,
-                due=now if due is None else due,
-                retries=task.retries,
-                retry_delay=task.retry_delay,
-                **columns,
-            )
-            if task.unique:
-                execution.dedup_key = dedup_key(task.name, encoded_args, encoded_kwargs)
-            executions.append(execution)
-        inserted = _insert_waiting(executions)
-        queued = [execution if stored else False for execution, stored in zip(executions, inserted)]
-        if signals.task_queued.receivers:
-            _send_queued_on_commit([execution for execution in queued if execution])
-        return queued
-
-    def requeue(self, execution, **changes):
-        """Store another run of ``execution``'s call: a retry, a replacement.
-
-        None when its task is unique and the same call already waits: that
-        one stands for this run.
-        """
-        fields = {name: getattr(execution, name) for name in CALL_FIELDS}
-        again = TaskExec(**{**fields, "attempt": execution.attempt + 1, **changes})
-        # The new run waits like a queued call, so it is deduplicated like one.
-        if again.task is not None and again.task.unique:
-            again.dedup_key = dedup_key(again.task_name, *serialization.encode_call(again.args, again.kwargs))
-        [stored] = _insert_waiting([again])
-        return again if stored else None
-
     def cancel(self):
         """Cancel the rows of this queryset that still wait (QUEUED or SLEEPING); returns how many.
 
@@ -78,110 +25,13 @@ class TaskExecQuerySet(models.QuerySet):
         )
 
 
-def _send_queued_on_commit(executions):
-    """task_queued for each of ``executions``, once they are committed (never, if rolled back)."""
-    if not executions:
-        return
-
-    def send():
-        for execution in executions:
-            signals.send(signals.task_queued, TaskExec, execution=execution)
-
-    transaction.on_commit(send, using=executions[0]._state.db)
-
-
-# What another run of a call copies from the execution it follows.
-CALL_FIELDS = ("task_name", "args", "kwargs", "queue", "priority", "retries", "retry_delay", "backend")
-
-
-# Enough rows in one INSERT to spread the cost of a round trip; few enough
-# to keep its SQL under 4 kB, the longest statement psycopg keeps parsed.
-ROWS_PER_INSERT = 40
-
-
-def _insert_waiting(executions):
-    """Insert new waiting rows; for each, whether it was stored.
-
-    The unique index on ``dedup_key`` refuses a call already waiting: it
-    decides between concurrent callers too. A call that comes twice in
-    ``executions`` is stored once.
-    """
-    if not executions:
-        return []
-    using = router.db_for_write(TaskExec, instance=executions[0])
-    connection = connections[using]
-    fresh = [execution for execution, first in zip(executions, _first_of_each_call(executions)) if first]
-    insert = _insert_returning if _can_insert_returning(connection) else _insert_with_orm
-    fields, _ = _inserted_fields()
-    batch_size = min(connection.ops.bulk_batch_size(fields, fresh), ROWS_PER_INSERT)
-    # One row is one statement, atomic by itself.
-    with transaction.atomic(using=using) if len(fresh) > 1 else contextlib.nullcontext():
-        for start in range(0, len(fresh), batch_size):
-            insert(fresh[start : start + batch_size], connection)
-    # Django marks what it saved; the inserts here mark what they stored the same way.
-    stored = [not execution._state.adding for execution in executions]
-    queued = {
-        execution.queue
-        for execution, was_stored in zip(executions, stored)
-        if was_stored and execution.state == TaskExec.States.QUEUED
-    }
-    for queue in queued:
-        wakeup.task_queued(queue, using)
-    refused = [execution for execution, was_stored in zip(executions, stored) if not was_stored]
-    if refused:
-        _advance_sleeping_twins(refused, using)
-    return stored
-
-
-def _advance_sleeping_twins(refused, using):
-    """A unique call refused because its twin sleeps until later: the twin comes forward.
-
-    As upstream did, queueing the same call again sooner moves the waiting
-    one's due time earlier (or queues it now) rather than leaving it to its
-    later time. One conditional UPDATE each: a twin claimed or moved
-    meanwhile is left alone.
-    """
-    now = timezone.now()
-    for execution in refused:
-        TaskExec.objects.using(using).filter(
-            dedup_key=execution.dedup_key, state=TaskExec.States.SLEEPING, due__gt=execution.due
-        ).update(
-            due=execution.due,
-            state=TaskExec.States.QUEUED if execution.due <= now else TaskExec.States.SLEEPING,
-        )
-
-
-def _can_insert_returning(connection):
-    """Whether the database takes ON CONFLICT DO NOTHING and RETURNING (PostgreSQL, SQLite >= 3.35)."""
-    return connection.vendor in ("postgresql", "sqlite") and connection.features.can_return_columns_from_insert
-
-
-def _first_of_each_call(executions):
-    """For each execution, False when an earlier one is the same waiting call (same dedup_key)."""
-    seen = set()
-    first = []
-    for execution in executions:
-        key = execution.dedup_key
-        first.append(key is None or key not in seen)
-        seen.add(key)
-    return first
-
-
-@functools.cache
-def _inserted_fields():
-    """The fields an INSERT of a waiting row writes, and their ``column_adapter``s."""
-    fields = [field for field in TaskExec._meta.concrete_fields if not field.primary_key]
-    return fields, [column_adapter(field) for field in fields]
-
-
 def column_adapter(field):
     """How a value of TaskExec's ``field`` becomes what the database driver takes.
 
     Returns ``adapt(value, connection)``, or None when the value goes as it
-    is. The queue and the workers write these columns for every task, and
-    only some need the field's own machinery: text goes as it is, datetimes
-    come as Django makes them (timezone.now(), or a due time queue() has
-    checked), a foreign key as the primary key it holds.
+    is. The workers write these columns for every task, and only some need
+    the field's own machinery: text goes as it is, datetimes come as Django
+    makes them (timezone.now()), a foreign key as the primary key it holds.
     """
     if isinstance(field, (models.CharField, models.TextField)):
         return None
@@ -192,67 +42,6 @@ def column_adapter(field):
 
 def _adapt_datetime(value, connection):
     return connection.ops.adapt_datetimefield_value(value)
-
-
-def _insert_returning(executions, connection):
-    """INSERT ``executions`` in one statement.
-
-    A refused duplicate is no error (ON CONFLICT DO NOTHING: no savepoint
-    needed), and on PostgreSQL the same statement sends the NOTIFY that
-    wakes idle workers, delivered when it commits.
-    """
-    notify = connection.vendor == "postgresql" and any(
-        execution.state == TaskExec.States.QUEUED for execution in executions
-    )
-    sql = _insert_sql(connection.alias, notify, len(executions))
-    fields, adapters = _inserted_fields()
-    values = []
-    for execution in executions:
-        for field, adapt in zip(fields, adapters):
-            value = field.pre_save(execution, add=True)
-            values.append(value if adapt is None else adapt(value, connection))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
-        returned = [row[:2] for row in cursor.fetchall()]  # (id, dedup_key), less what pg_notify() returned
-    # Rows come back in the order of the VALUES, as Django's bulk_create
-    # relies on, less those refused: only unique calls are refused, and
-    # their dedup_key tells which they are.
-    ids_by_key = {key: pk for pk, key in returned if key is not None}
-    unkeyed_ids = iter([pk for pk, key in returned if key is None])
-    for execution in executions:
-        pk = next(unkeyed_ids) if execution.dedup_key is None else ids_by_key.get(execution.dedup_key)
-        if pk is not None:
-            execution.pk = pk
-            execution._state.adding, execution._state.db = False, connection.alias  # as save() leaves it
-
-
-@functools.lru_cache(maxsize=32)
-def _insert_sql(alias, notify, rows):
-    """The INSERT of ``rows`` waiting rows on database ``alias``, the values in ``_inserted_fields()`` order."""
-    quote = connections[alias].ops.quote_name
-    column = {field.name: quote(field.column) for field in TaskExec._meta.concrete_fields}
-    fields, _ = _inserted_fields()
-    row = f"({', '.join(['%s'] * len(fields))})"
-    insert = (
-        f"INSERT INTO {quote(TaskExec._meta.db_table)} ({', '.join(column[field.name] for field in fields)}) "
-        f"VALUES {', '.join([row] * rows)} "
-        f"ON CONFLICT ({column['dedup_key']}) DO NOTHING "
-        f"RETURNING {column['id']} AS id, {column['dedup_key']} AS dedup_key, {column['queue']} AS queue"
-    )
-    if notify:
-        insert = f"WITH queued AS ({insert}) SELECT id, dedup_key, pg_notify('{wakeup.CHANNEL}', queue) FROM queued"
-    return insert
-
-
-def _insert_with_orm(executions, connection):
-    """What other databases (MySQL) do instead: one save() each."""
-    for execution in executions:
-        try:
-            # A savepoint, so that the caller's own transaction survives the refusal.
-            with transaction.atomic(using=connection.alias):
-                execution.save(force_insert=True, using=connection.alias)
-        except IntegrityError:
-            pass  # the same call already waits
 
 
 def queue_database():
@@ -283,28 +72,6 @@ def distinct_values(field_name, *, using=None):
     with connection.cursor() as cursor:
         cursor.execute(sql)
         return [value for (value,) in cursor.fetchall()]
-
-
-def _checked_due(due):
-    """``due`` as it is stored: a naive time, when USE_TZ is on, is read in TIME_ZONE, with a warning.
-
-    That is what Django's DateTimeField does with one, and what upstream's
-    queue() accepted.
-    """
-    if due is None:
-        return None
-    if not isinstance(due, datetime.datetime):
-        raise TypeError(f"due must be a datetime, not {type(due).__name__}")
-    if settings.USE_TZ and timezone.is_naive(due):
-        warnings.warn(
-            f"due={due} is a naive datetime while time zone support is active: read in {settings.TIME_ZONE}",
-            RuntimeWarning,
-            stacklevel=5,
-        )
-        return timezone.make_aware(due, timezone.get_default_timezone())
-    if not settings.USE_TZ and timezone.is_aware(due):
-        raise ValueError("due must be a naive datetime when USE_TZ is False")
-    return due
 
 
 def dedup_key(task_name, encoded_args, encoded_kwargs):

@@ -109,9 +109,10 @@ class Task:
 
     def enqueue_many(self, calls, *, priority=None, queue=None):
         """queue_many() with its options apart, each call a ``Call``."""
-        from .models import TaskExec, default_label
+        from . import store
+        from .models import default_label
 
-        executions = TaskExec.objects.enqueue_many(
+        executions = store.enqueue(
             self,
             calls,
             priority=self.priority if priority is None else priority,

@@ -92,7 +92,7 @@ class FinishBatchSettingTests(SimpleTestCase):
         for most in (0, -1, 2.5, "50", None, True):
             with self.subTest(most=most), override_settings(TOOSIMPLEQ_FINISH_BATCH=most):
                 errors = checks.run_checks(tags=["toosimpleq"])
-                self.assertEqual([error.id for error in errors], ["toosimpleq.E007"])
+                self.assertEqual([error.id for error in errors], ["toosimpleq.E008"])
                 self.assertIn(f"TOOSIMPLEQ_FINISH_BATCH must be a positive integer, not {most!r}", errors[0].msg)
         for most in (1, 50):
             with self.subTest(most=most), override_settings(TOOSIMPLEQ_FINISH_BATCH=most):

@@ -5,10 +5,12 @@ import threading
 from unittest import mock, skipUnless
 
 from django.db import connection, transaction
+from django.db.models.signals import post_init
 from django.test import TestCase, TransactionTestCase, override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_toosimple_q import models, store
+from django_toosimple_q import serialization, store
 from django_toosimple_q.models import TaskExec, WorkerStatus
 from django_toosimple_q.worker import Worker, executor, recovery
 from django_toosimple_q.worker.claiming import QueueFilter
@@ -212,7 +214,7 @@ class QueueManyTests(TestCase):
 
     def test_databases_without_insert_returning_save_each_call(self):
         # What MySQL does: one save() per call, a refused duplicate in a savepoint.
-        with mock.patch.object(models, "_can_insert_returning", return_value=False):
+        with mock.patch.object(store, "_can_insert_returning", return_value=False):
             waiting = tasks.unique.queue(1)
             result = tasks.unique.queue_many([(1,), (2,), (2,)])
         self.assertEqual([bool(execution) for execution in result], [False, True, False])
@@ -221,6 +223,62 @@ class QueueManyTests(TestCase):
     def test_nothing_to_queue(self):
         self.assertEqual(tasks.add.queue_many([]), [])
         self.assertEqual(tasks.add.queue_many(iter(())), [])
+
+
+class ReturnedExecutionTests(TestCase):
+    """What queue() returns, and the row it stores, without a model instance made to store it."""
+
+    def assertAsStored(self, execution):
+        self.assertEqual(execution.get_deferred_fields(), set())  # no field is left to read from the database
+        stored = TaskExec.objects.get(pk=execution.pk)
+        for field in TaskExec._meta.concrete_fields:
+            self.assertEqual(getattr(execution, field.attname), getattr(stored, field.attname), field.name)
+        self.assertEqual((execution._state.adding, execution._state.db), (False, "default"))
+
+    def test_a_queued_call_is_its_row_as_read_back(self):
+        self.assertAsStored(tasks.add.queue((1, 2.5), b={"when": datetime.date(2030, 1, 1)}))
+
+    def test_sleeping_unique_and_many_calls_are_their_rows_as_read_back(self):
+        later = timezone.now() + datetime.timedelta(hours=1)
+        self.assertAsStored(tasks.unique.using(due=later, priority=3).queue("x"))
+        for execution in tasks.retried.queue_many([(1,), {"a": "b"}, ()]):
+            self.assertAsStored(execution)
+
+    def test_the_row_holds_what_the_orm_would_store(self):
+        # The INSERT names only some columns: the others are as a model's save() leaves them.
+        execution = tasks.retried.queue(1)
+        call = ("task_name", "args", "kwargs", "queue", "priority", "state", "due", "created", "retries", "retry_delay")
+        saved = TaskExec.objects.create(**{name: getattr(execution, name) for name in call})
+        columns = [field.attname for field in TaskExec._meta.concrete_fields if not field.primary_key]
+        self.assertEqual(
+            TaskExec.objects.filter(pk=execution.pk).values(*columns).get(),
+            TaskExec.objects.filter(pk=saved.pk).values(*columns).get(),
+        )
+
+    def test_receivers_of_post_init_see_each_execution_returned(self):
+        seen = []
+
+        def receiver(sender, instance, **kwargs):
+            seen.append(instance)
+
+        post_init.connect(receiver, sender=TaskExec)
+        self.addCleanup(post_init.disconnect, receiver, sender=TaskExec)
+        executions = tasks.add.queue_many([(1,), (2,)])
+        self.assertEqual([id(instance) for instance in seen], [id(execution) for execution in executions])
+        for execution in executions:
+            self.assertAsStored(execution)
+
+    def test_arguments_are_encoded_once(self):
+        with mock.patch.object(serialization, "encode", wraps=serialization.encode) as encode:
+            tasks.add.queue(1, b="x")
+        self.assertEqual(encode.call_count, 2)
+
+    def test_the_insert_is_among_the_queries_django_logs(self):
+        # What DEBUG's connection.queries and the debug toolbar show of a request.
+        with CaptureQueriesContext(connection) as queries:
+            tasks.add.queue(1)
+        self.assertEqual(len(queries), 1)
+        self.assertIn("INSERT", queries[0]["sql"])
 
 
 class UniqueOnceClaimedTests(TransactionTestCase):

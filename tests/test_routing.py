@@ -18,7 +18,8 @@ from django.test import TransactionTestCase, override_settings
 
 from django.utils import timezone
 
-from django_toosimple_q.models import ScheduleExec, TaskExec, TaskExecQuerySet, WorkerStatus, queue_database
+from django_toosimple_q import store
+from django_toosimple_q.models import ScheduleExec, TaskExec, WorkerStatus, queue_database
 from django_toosimple_q.registry import Schedule, Task, register, register_schedule
 from django_toosimple_q.worker import recovery
 from django_toosimple_q.worker.claiming import QueueFilter
@@ -69,21 +70,21 @@ class RoutedQueueTests(IsolatedRegistries, TransactionTestCase):
         self.assertEqual(chain[0].pk, failed.pk)
 
     @contextlib.contextmanager
-    def transactions_seen_by(self, cls, method):
-        """Whether the queue's database was in a transaction at each call of ``cls.method``."""
+    def transactions_seen_by(self, owner, method):
+        """Whether the queue's database was in a transaction at each call of ``owner.method``."""
         seen = []
-        original = getattr(cls, method)
+        original = getattr(owner, method)
 
         def recording(*args, **kwargs):
             seen.append(connections["queue"].in_atomic_block)
             return original(*args, **kwargs)
 
-        with mock.patch.object(cls, method, recording):
+        with mock.patch.object(owner, method, recording):
             yield seen
 
     def test_a_retry_is_stored_in_one_transaction_with_the_failure(self):
         tasks.flaky.queue("retried-key")
-        with self.transactions_seen_by(TaskExecQuerySet, "requeue") as seen:
+        with self.transactions_seen_by(store, "requeue") as seen:
             Worker(until_done=True).run()
         self.assertEqual(seen, [True])
 
@@ -92,7 +93,7 @@ class RoutedQueueTests(IsolatedRegistries, TransactionTestCase):
             label="dead", hostname="h", pid=0, last_tick=timezone.now() - datetime.timedelta(hours=1)
         )
         orphan = TaskExec.objects.create(task_name="tests.add", args=[1], state=States.PROCESSING, worker=dead)
-        with self.transactions_seen_by(TaskExecQuerySet, "requeue") as seen:
+        with self.transactions_seen_by(store, "requeue") as seen:
             [replacement] = recovery.reap_dead_workers()
         self.assertEqual(seen, [True])
         self.assertEqual(TaskExec.objects.get(pk=orphan.pk).replaced_by, replacement)

@@ -284,7 +284,7 @@ def _finish_and_retry(claimed, worker_id, outcome):
     due = timezone.now() + datetime.timedelta(seconds=delay)
     with transaction.atomic(using=queue_database()):
         # None (no retry) when a unique task's same call already waits.
-        retry = TaskExec.objects.requeue(
+        retry = store.requeue(
             claimed,
             state=States.SLEEPING if delay else States.QUEUED,
             due=due,

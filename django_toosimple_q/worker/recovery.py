@@ -17,7 +17,7 @@ from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 from django.db.models.lookups import LessThan
 from django.utils import timezone
 
-from .. import conf
+from .. import conf, store
 from ..models import TaskExec, queue_database
 from .executor import log_extra
 
@@ -46,7 +46,7 @@ def interrupt(executions, reason):
                     f"TOOSIMPLEQ_MAX_INTERRUPTIONS is {limit}",
                 }
             else:
-                replacement = TaskExec.objects.requeue(execution)
+                replacement = store.requeue(execution)
                 ending = {"state": States.INTERRUPTED, "error": reason, "replaced_by": replacement}
             ended = TaskExec.objects.filter(
                 pk=execution.pk, state=States.PROCESSING, worker_id=execution.worker_id
