@@ -55,7 +55,7 @@ README = "README.md"
 # Upstream's tests that fail here by design, with the reason (README, "Coming from 1.x").
 DIFFERENCES = {
     "tests_concurrency.ConcurrencyTest.test_task_graceful_stop": "SIGTERM gives running tasks --grace seconds",
-    "tests_tasks.TestTasks.test_task_states": "an INVALID execution says why in error",
+    "tests_tasks.TestTasks.test_task_states": "error is '' when there is none, and says why on an INVALID execution",
     "tests_worker.TestWorkerExit.test_terminate": "SIGTERM gives running tasks --grace seconds",
     "tests_worker.TestWorkerExit.test_worker_crash": "SIGUSR1 is not a switch that crashes the worker",
 }
