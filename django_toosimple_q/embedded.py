@@ -116,7 +116,7 @@ def _stop_gracefully_on_sigterm():
 
     def stop_then_exit(signum, frame):
         logger.info("SIGTERM: stopping the embedded worker")
-        if stop() == WorkerStatus.INTERRUPTED_EXIT_CODE:
+        if stop() == WorkerStatus.ExitCodes.TERMINATED:
             # The tasks that outlived the grace period are queued again, but
             # their threads still run, and a normal exit would wait for them.
             exit_leaving_task_threads(0)

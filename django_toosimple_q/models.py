@@ -221,13 +221,16 @@ class WorkerStatus(models.Model):
         CRASHED = "CRASHED", "Crashed"
         TIMEDOUT = "TIMEDOUT", "Timed out"
 
-    # A graceful stop exits 0, or 77 when running tasks outlived the grace
-    # period and were interrupted; an error in the worker's own loop exits 99.
-    INTERRUPTED_EXIT_CODE = 77
-    CRASHED_EXIT_CODE = 99
-    # It abandoned more threads stuck past a task's timeout than
-    # TOOSIMPLEQ_MAX_ABANDONED_THREADS: a fresh process gets them back.
-    ABANDONED_THREADS_EXIT_CODE = 78
+    class ExitCodes(models.IntegerChoices):
+        # A graceful stop exits 0, or 77 when running tasks outlived the grace
+        # period and were interrupted; an error in the worker's own loop exits 99.
+        # It exits 78 when it abandoned more threads stuck past a task's timeout
+        # than TOOSIMPLEQ_MAX_ABANDONED_THREADS: a fresh process gets them back.
+        # Upstream 1.x's names, and its values, for the first three.
+        STOPPED = 0, "Stopped"
+        TERMINATED = 77, "Terminated"
+        ABANDONED_THREADS = 78, "Abandoned threads"
+        CRASHED = 99, "Crashed"
 
     id = models.BigAutoField(primary_key=True)
     label = models.CharField(max_length=1024)
@@ -250,8 +253,10 @@ class WorkerStatus(models.Model):
         default=dict, blank=True, help_text="the runs it ended, by queue and state, and their run times"
     )
     stopped = models.DateTimeField(null=True, blank=True)
-    exit_code = models.IntegerField(null=True, blank=True)
-    exit_log = models.TextField(blank=True, default="")
+    exit_code = models.IntegerField(choices=ExitCodes.choices, null=True, blank=True)
+    # None while it runs (or if it died without a word), "" after a clean stop,
+    # the traceback after a crash: as upstream 1.x had it.
+    exit_log = models.TextField(null=True, blank=True)
 
     class Meta:
         verbose_name = "worker status"
@@ -263,7 +268,7 @@ class WorkerStatus(models.Model):
     @property
     def state(self):
         if self.stopped is not None:
-            return self.States.CRASHED if self.exit_code == self.CRASHED_EXIT_CODE else self.States.STOPPED
+            return self.States.CRASHED if self.exit_code == self.ExitCodes.CRASHED else self.States.STOPPED
         if self.last_tick < timezone.now() - self.timeout:
             return self.States.TIMEDOUT
         return self.States.ONLINE

@@ -45,7 +45,7 @@ class Task:
     ):
         self.func = func
         # Only None takes the default: an empty name is a mistake to report.
-        self.name = _default_name(func) if name is None else name
+        self.name = _qualified_name(func) if name is None else name
         self.queue_name = queue
         self.priority = priority
         self.unique = unique
@@ -263,15 +263,6 @@ def register(task):
         )
     tasks_registry[task.name] = task
     return task
-
-
-def _default_name(func):
-    if "<locals>" in func.__qualname__:
-        raise ImproperlyConfigured(
-            f"{func.__qualname__} is defined in a local scope: give it a name, "
-            "@register_task('a_unique_name'), so that workers can find it"
-        )
-    return _qualified_name(func)
 
 
 def _qualified_name(func):

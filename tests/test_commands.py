@@ -14,6 +14,7 @@ from django.db import connection
 from django.test import SimpleTestCase, TestCase, TransactionTestCase
 
 from django_toosimple_q.models import TaskExec, WorkerStatus
+from django_toosimple_q.worker.loop import Worker
 
 from .helpers import REPO_DIR, run_worker
 
@@ -32,9 +33,16 @@ class WorkerArgumentsTests(TestCase):
         self.assertRefused("threads must be at least 1", "--threads", "0")
         self.assertRefused("threads must be at least 1", "--threads", "-3")
 
-    def test_timeout_not_above_the_heartbeat(self):
-        for timeout in ("5", "1", "nan", "inf"):
-            self.assertRefused("timeout must be a number of seconds longer than the heartbeat", "--timeout", timeout)
+    def test_timeout_not_positive_or_not_finite(self):
+        for timeout in ("0", "-1", "nan", "inf"):
+            with self.subTest(timeout=timeout):
+                self.assertRefused("timeout must be a finite number of seconds > 0", "--timeout", timeout)
+
+    def test_timeout_below_the_heartbeat_gets_two_heartbeats_within_it(self):
+        # Upstream's tests run `worker --timeout 3` with TOOSIMPLEQ_HEARTBEAT at 5.
+        with self.settings(TOOSIMPLEQ_HEARTBEAT=5):
+            self.assertEqual(Worker(timeout=3).heartbeat, 1.5)
+            self.assertEqual(Worker(timeout=60).heartbeat, 5)
 
     def test_tick_not_positive_or_not_finite(self):
         for tick in ("0", "-1", "nan", "inf"):
@@ -111,7 +119,7 @@ class WorkerArgumentsProcessTests(TransactionTestCase):
     def test_a_registration_the_database_refuses_stops_the_worker_with_the_reason(self):
         env = {"TOOSIMPLEQ_TEST_LOG_LEVEL": "ERROR"}
         result = run_worker("--until_done", "--no_schedules", "--label", "x" * 1100, env=env, timeout=60)
-        self.assertEqual(result.returncode, WorkerStatus.CRASHED_EXIT_CODE, result.stderr)
+        self.assertEqual(result.returncode, WorkerStatus.ExitCodes.CRASHED, result.stderr)
         self.assertIn("cannot register: value too long", result.stderr)
 
     def test_a_refused_argument_exits_with_the_message_and_no_traceback(self):

@@ -228,7 +228,7 @@ class RunserverTests(EmbeddedTestCase):
         self.assertEqual(server.wait_for_exit(), 0)
         execution = TaskExec.objects.get(pk=slow)
         self.assertEqual((execution.state, execution.replaced_by.state), (States.INTERRUPTED, States.QUEUED))
-        self.assertEqual(WorkerStatus.objects.get().exit_code, WorkerStatus.INTERRUPTED_EXIT_CODE)
+        self.assertEqual(WorkerStatus.objects.get().exit_code, WorkerStatus.ExitCodes.TERMINATED)
 
     def test_sigterm_to_the_reloaders_child_lets_the_running_task_finish(self):
         # A SIGTERM to the reloader's parent would make it SIGKILL its child:

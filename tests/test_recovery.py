@@ -111,6 +111,7 @@ class WorkerStatusTests(TransactionTestCase):
         self.assertTrue(status.hostname)
         self.assertGreaterEqual(status.started, before)
         self.assertIsNone(status.stopped)
+        self.assertIsNone(status.exit_log)  # as upstream's: None until it stops
         worker.stop()
         self.assertEqual(worker.join(timeout=30), 0)
         status.refresh_from_db()
@@ -122,7 +123,7 @@ class WorkerStatusTests(TransactionTestCase):
         self.assertEqual(dead_worker().state, WorkerStatus.States.TIMEDOUT)
 
     def test_a_stop_that_interrupted_tasks_is_still_a_stop(self):
-        status = worker_status(stopped=timezone.now(), exit_code=WorkerStatus.INTERRUPTED_EXIT_CODE)
+        status = worker_status(stopped=timezone.now(), exit_code=WorkerStatus.ExitCodes.TERMINATED)
         self.assertEqual(status.state, WorkerStatus.States.STOPPED)
 
 
@@ -210,7 +211,7 @@ class ReapingTests(TransactionTestCase):
         worker = start(Worker(threads=2, tick=60, schedules=False))
         wait_for(lambda: [row(running).state, row(suspect).state] == [States.PROCESSING] * 2)
         worker.stop(grace=0)
-        self.assertEqual(worker.join(timeout=30), WorkerStatus.INTERRUPTED_EXIT_CODE)
+        self.assertEqual(worker.join(timeout=30), WorkerStatus.ExitCodes.TERMINATED)
         self.assertEqual(row(running).state, States.INTERRUPTED)
         # Never run: not interrupted again, only released.
         self.assertEqual((row(suspect).state, row(suspect).worker), (States.QUEUED, None))
@@ -219,7 +220,7 @@ class ReapingTests(TransactionTestCase):
         gone, stopped = tasks.add.queue(1), tasks.add.queue(2)
         claim_for(worker_status(), limit=1)
         WorkerStatus.objects.all().delete()  # the row is gone: the task's worker is NULL
-        claim_for(worker_status(stopped=timezone.now(), exit_code=WorkerStatus.CRASHED_EXIT_CODE))
+        claim_for(worker_status(stopped=timezone.now(), exit_code=WorkerStatus.ExitCodes.CRASHED))
         self.assertEqual(len(recovery.reap_dead_workers()), 2)
         self.assertEqual([row(gone).state, row(stopped).state], [States.INTERRUPTED] * 2)
 
@@ -355,7 +356,7 @@ class GracefulStopTests(TransactionTestCase):
     def test_tasks_running_when_the_grace_ends_are_interrupted_and_queued_again(self):
         worker, (execution,), _ = self.start_running()
         worker.stop(grace=0.1)
-        self.assertEqual(worker.join(timeout=30), WorkerStatus.INTERRUPTED_EXIT_CODE)
+        self.assertEqual(worker.join(timeout=30), WorkerStatus.ExitCodes.TERMINATED)
         interrupted = row(execution)
         self.assertEqual(interrupted.state, States.INTERRUPTED)
         self.assertEqual(interrupted.error, "its worker stopped before it finished")
@@ -371,7 +372,7 @@ class GracefulStopTests(TransactionTestCase):
         worker, (execution,), _ = self.start_running()
         worker.stop(grace=600)
         worker.stop(grace=0)
-        self.assertEqual(worker.join(timeout=30), WorkerStatus.INTERRUPTED_EXIT_CODE)
+        self.assertEqual(worker.join(timeout=30), WorkerStatus.ExitCodes.TERMINATED)
         self.assertEqual(row(execution).state, States.INTERRUPTED)
 
 
@@ -408,7 +409,7 @@ class DatabaseErrorTests(TransactionTestCase):
         with mock.patch.object(store, "claim", failing_first(store.claim, 1, error)):
             worker = Worker(until_done=True, schedules=False)
             worker.run()
-        self.assertEqual(worker.exit_code, WorkerStatus.CRASHED_EXIT_CODE)
+        self.assertEqual(worker.exit_code, WorkerStatus.ExitCodes.CRASHED)
         self.assertIn("within a transaction", WorkerStatus.objects.get(pk=worker.status.pk).exit_log)
 
     def test_a_registration_the_database_refuses_stops_the_worker(self):
@@ -418,7 +419,7 @@ class DatabaseErrorTests(TransactionTestCase):
             self.assertLogs("django_toosimple_q", logging.ERROR) as logs,
         ):
             worker = Worker(until_done=True, schedules=False)
-            self.assertEqual(worker.run(), WorkerStatus.CRASHED_EXIT_CODE)
+            self.assertEqual(worker.run(), WorkerStatus.ExitCodes.CRASHED)
         self.assertIn("cannot register: value too long", logs.output[0])
 
     def test_an_outcome_is_stored_once_the_database_is_back(self):
@@ -457,7 +458,7 @@ class CrashTests(TransactionTestCase):
             self.assertLogs("django_toosimple_q", logging.ERROR),
         ):
             worker = Worker(schedules=False)
-            self.assertEqual(worker.run(), WorkerStatus.CRASHED_EXIT_CODE)
+            self.assertEqual(worker.run(), WorkerStatus.ExitCodes.CRASHED)
         status = WorkerStatus.objects.get()
         self.assertEqual((status.exit_code, status.state), (99, WorkerStatus.States.CRASHED))
         self.assertIn("Traceback (most recent call last)", status.exit_log)
@@ -480,7 +481,7 @@ class CommandExitTests(TransactionTestCase):
     def test_an_exit_with_tasks_still_running_does_not_wait_for_their_threads(self):
         # The interpreter would join the pool's threads before exiting, that
         # is wait for the very tasks the grace period gave up on.
-        for exit_code in (WorkerStatus.INTERRUPTED_EXIT_CODE, WorkerStatus.CRASHED_EXIT_CODE):
+        for exit_code in (WorkerStatus.ExitCodes.TERMINATED, WorkerStatus.ExitCodes.CRASHED):
             with (
                 self.subTest(exit_code),
                 mock.patch.object(Worker, "run", return_value=exit_code),

@@ -238,7 +238,7 @@ class SchedulerTests(RegistryIsolation, TestCase):
         self.assertEqual(ScheduleExec.objects.get().last_due, utc(2025, 6, 2, 7))
         self.assertEqual(len(restarted.run_due(now=utc(2025, 6, 2, 9))), 1)  # the 8:00 missed while down
 
-    def test_last_run_none_runs_at_once_then_on_the_cron(self):
+    def test_last_run_none_runs_at_once_for_the_latest_occurrence_then_on_the_cron(self):
         for option in ({"last_run": None}, {"run_on_creation": True}):
             with self.subTest(**option):
                 TaskExec.objects.all().delete()
@@ -256,7 +256,8 @@ class SchedulerTests(RegistryIsolation, TestCase):
 
                 [execution] = scheduler.run_due(now=utc(2025, 6, 2, 12, 0, 1))
                 row = ScheduleExec.objects.get()
-                self.assertEqual((row.last_due, row.last_task), (utc(2025, 6, 2, 12, 0, 1), execution))
+                # Run at once, for the latest occurrence, as upstream 1.x.
+                self.assertEqual((row.last_due, row.last_task), (utc(2025, 6, 2, 8), execution))
                 self.assertEqual(scheduler.run_due(now=utc(2025, 6, 3, 7)), [])
                 self.assertEqual(len(scheduler.run_due(now=utc(2025, 6, 3, 8))), 1)
 
@@ -334,6 +335,13 @@ class SchedulerTests(RegistryIsolation, TestCase):
         scheduler.sync(now=utc(2025, 6, 2))
         self.assertEqual(scheduler.run_due(now=utc(2035, 6, 2)), [])
         self.assertEqual(ScheduleExec.objects.get().last_due, utc(2025, 6, 2))
+
+    def test_a_manual_schedule_with_last_run_none_runs_once_at_once(self):
+        self.add_schedule("manual", last_run=None, datetime_kwarg="when")
+        scheduler = Scheduler(QueueFilter())
+        scheduler.sync(now=utc(2025, 6, 2))
+        self.assertEqual(whens(scheduler.run_due(now=utc(2025, 6, 2, 0, 0, 1))), [utc(2025, 6, 2, 0, 0, 1)])
+        self.assertEqual(scheduler.run_due(now=utc(2035, 6, 2)), [])
 
     def test_each_due_time_is_claimed_once(self):
         schedule = self.add_schedule("0 8 * * *")
@@ -459,7 +467,7 @@ class NaiveDatetimesSchedulerTests(RegistryIsolation, TestCase):
         queued = scheduler.run_due(now=datetime.datetime(2025, 6, 4, 9))
         self.assertEqual(
             {e.task_name: e.kwargs["when"] for e in queued},
-            {"sched.latest": datetime.datetime(2025, 6, 4, 8, 30), "sched.at_once": datetime.datetime(2025, 6, 4, 9)},
+            {"sched.latest": datetime.datetime(2025, 6, 4, 8, 30), "sched.at_once": datetime.datetime(2025, 6, 4, 8, 30)},
         )
 
     def test_force_run(self):

@@ -132,7 +132,7 @@ class WorkerOutsideTransactionTests(TransactionTestCase):
 
         worker = Worker(until_done=True, schedules=False)
 
-        self.assertEqual(worker.run(), WorkerStatus.CRASHED_EXIT_CODE)
+        self.assertEqual(worker.run(), WorkerStatus.ExitCodes.CRASHED)
 
     def test_the_worker_runs_its_tasks_on_a_pool_thread(self):
         threads = []

@@ -150,7 +150,7 @@ class TimeoutTests(IsolatedRegistries, TransactionTestCase):
         executions = [stuck.queue(), tasks.echo.queue("second")]
         TaskExec.objects.filter(pk=executions[1].pk).update(task_name="tests.stuck", args=[])
         worker = self.start(threads=2)
-        self.assertEqual(worker.join(timeout=30), WorkerStatus.ABANDONED_THREADS_EXIT_CODE)
+        self.assertEqual(worker.join(timeout=30), WorkerStatus.ExitCodes.ABANDONED_THREADS)
         self.assertEqual(WorkerStatus.objects.get(pk=worker.status.pk).abandoned_threads, 2)
         self.assertEqual([row(execution).state for execution in executions], [States.FAILED] * 2)
 

@@ -69,13 +69,13 @@ class Worker:
         self.tick = tick
         # "{pid}" in a label is this process's id, as upstream's --label had it.
         self.label = label.replace("{pid}", str(os.getpid())) if label else default_label()
-        # TOOSIMPLEQ_WORKER_TIMEOUT against TOOSIMPLEQ_HEARTBEAT is a system check's.
-        if timeout is not None and not (math.isfinite(timeout) and timeout > conf.HEARTBEAT):
-            raise ValueError(
-                f"timeout must be a number of seconds longer than the heartbeat (TOOSIMPLEQ_HEARTBEAT = "
-                f"{conf.HEARTBEAT}s), not {timeout!r}: a live worker would be taken for dead"
-            )
+        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"timeout must be a finite number of seconds > 0, not {timeout!r}")
         self.timeout = conf.WORKER_TIMEOUT if timeout is None else timeout
+        # A timeout shorter than TOOSIMPLEQ_HEARTBEAT (upstream's tests use
+        # --timeout 3) gets two heartbeats within it, so a live worker is never
+        # taken for dead.
+        self.heartbeat = min(conf.HEARTBEAT, self.timeout / 2)
         # --once runs one task if one is waiting, and never waits for one.
         self.until_done = until_done or once
         self.max_tasks = 1 if once else max_tasks
@@ -169,7 +169,7 @@ class Worker:
             store.release([task.id for task in self._held], self.status.pk)
             self.exit_code = self._finish_running()
             if self.abandoned_threads > conf.MAX_ABANDONED_THREADS:
-                self.exit_code = WorkerStatus.ABANDONED_THREADS_EXIT_CODE
+                self.exit_code = WorkerStatus.ExitCodes.ABANDONED_THREADS
             if not self.running_count:
                 self._close_pool_connections(pool)
             # Tasks interrupted after the grace period are left to their
@@ -178,7 +178,7 @@ class Worker:
         except Exception:
             exit_log = traceback.format_exc()
             logger.exception("worker %s crashed", self.label)
-            self.exit_code = WorkerStatus.CRASHED_EXIT_CODE
+            self.exit_code = WorkerStatus.ExitCodes.CRASHED
         finally:
             wakeup.remove_local_worker(self)
             if listener:
@@ -252,7 +252,7 @@ class Worker:
             except (DatabaseError, InterfaceError) as error:
                 if not (errors.is_transient(error) or errors.is_schema_behind(error)):
                     logger.error("worker %s cannot register: %s", self.label, error)
-                    self.exit_code = WorkerStatus.CRASHED_EXIT_CODE
+                    self.exit_code = WorkerStatus.ExitCodes.CRASHED
                     return False
                 if not said:
                     logger.warning("worker %s waits for the database, or for migrate (%s)", self.label, error)
@@ -344,7 +344,7 @@ class Worker:
         now = time.monotonic()
         if now >= self._next_heartbeat:
             self._heartbeat()
-            self._next_heartbeat = now + conf.HEARTBEAT
+            self._next_heartbeat = now + self.heartbeat
         if now >= self._next_poll:
             self._poll()
             self._next_poll = now + self.tick
@@ -480,7 +480,7 @@ class Worker:
                 "worker %s abandoned more than TOOSIMPLEQ_MAX_ABANDONED_THREADS (%s) threads: it stops, exit code %s",
                 self.label,
                 conf.MAX_ABANDONED_THREADS,
-                WorkerStatus.ABANDONED_THREADS_EXIT_CODE,
+                WorkerStatus.ExitCodes.ABANDONED_THREADS,
             )
             self.stop()
 
@@ -519,7 +519,7 @@ class Worker:
             return 0
         while self.running_count and time.monotonic() < self._grace_deadline:
             self._beat_while_stopping()
-            self._wake.wait(timeout=min(conf.HEARTBEAT, max(0.0, self._grace_deadline - time.monotonic())))
+            self._wake.wait(timeout=min(self.heartbeat, max(0.0, self._grace_deadline - time.monotonic())))
             self._wake.clear()
         with self._running_lock:
             unfinished = [task.id for task in self._running.values()]
@@ -528,7 +528,7 @@ class Worker:
         logger.warning("worker %s: %s task(s) still running after the grace period", self.label, len(unfinished))
         executions = TaskExec.objects.filter(pk__in=unfinished, worker_id=self.status.pk)
         recovery.interrupt(executions, reason="its worker stopped before it finished")
-        return WorkerStatus.INTERRUPTED_EXIT_CODE
+        return WorkerStatus.ExitCodes.TERMINATED
 
     def _beat_while_stopping(self):
         """Go on beating through the grace period, lest the running tasks be taken for orphans."""

@@ -54,8 +54,11 @@ class Scheduler:
         return queued
 
     def _run_schedule(self, schedule, last_due, now):
-        if last_due is None:  # first seen with last_run=None: run at once
-            due_times = [now]
+        if last_due is None:
+            # First seen with last_run=None: run at once, for the latest
+            # occurrence (as upstream 1.x), so that datetime_kwarg is always
+            # an occurrence of the cron; a manual cron has none: now.
+            due_times = [schedule.cron.latest_due(None, now) or now]
         elif schedule.catch_up:
             due_times, skipped = schedule.cron.due_times(last_due, now, limit=conf.CATCH_UP_LIMIT)
             if skipped:
