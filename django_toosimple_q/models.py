@@ -606,7 +606,7 @@ def _delete_executions(ids):
     """Delete the rows ``ids``, latest runs first, clearing what refers to them with one UPDATE each."""
     for start in range(0, len(ids), PRUNE_BATCH):
         chunk = ids[start : start + PRUNE_BATCH]
-        with transaction.atomic():
+        with transaction.atomic(using=queue_database()):
             ScheduleExec.objects.filter(last_task__in=chunk).update(last_task=None)
             # Runs of one call are deleted together: what still refers to a row is outside its chain.
             TaskExec.objects.filter(replaced_by__in=chunk).exclude(id__in=chunk).update(replaced_by=None)
@@ -627,7 +627,7 @@ def prune_workers(before, *, dry_run=False):
         return len(ids)
     for start in range(0, len(ids), PRUNE_BATCH):
         chunk = ids[start : start + PRUNE_BATCH]
-        with transaction.atomic():
+        with transaction.atomic(using=queue_database()):
             TaskExec.objects.filter(worker__in=chunk).update(worker=None)
             _delete_rows(WorkerStatus, chunk)
     return len(ids)
