@@ -489,6 +489,12 @@ class WorkerStatus(models.Model):
     class Meta:
         verbose_name = "worker status"
         verbose_name_plural = "worker statuses"
+        # Stopped workers pile up (a row per process start, until pruned):
+        # the admin's list and the workers online are read through these.
+        indexes = [
+            models.Index(fields=["started"], name="toosimpleq_worker_started_idx"),
+            models.Index(fields=["last_tick"], name="toosimpleq_worker_running_idx", condition=models.Q(stopped=None)),
+        ]
 
     def __str__(self):
         return f"{self.label} [{self.state}]"
