@@ -396,6 +396,13 @@ class TaskExec(models.Model):
             ),
             # Waking sleeping rows whose time has come.
             models.Index(fields=["due"], name="toosimpleq_sleeping_idx", condition=models.Q(state="SLEEPING")),
+            # The statistics: each queue's sleeping rows and the oldest of them
+            # (its QUEUED ones: the queue's claim index), without the history.
+            models.Index(
+                fields=["queue", "created"],
+                name="toosimpleq_sleeping_queue_idx",
+                condition=models.Q(state="SLEEPING"),
+            ),
             # Finding the running rows of a dead worker.
             models.Index(fields=["worker"], name="toosimpleq_processing_idx", condition=models.Q(state="PROCESSING")),
             models.Index(fields=["task_name", "created"], name="toosimpleq_task_idx"),

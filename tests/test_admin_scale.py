@@ -67,7 +67,21 @@ def whole_table_reads(sql, table=TABLE):
     # A SCAN walks the table (the B-tree of its ids) or an index in order:
     # without a sort, in a statement with a LIMIT, the walk stops there.
     walks = "LIMIT" in sql and not any("USE TEMP B-TREE FOR ORDER BY" in detail for detail in details)
-    return [] if walks else [detail for detail in details if detail.split(" ")[:2] == ["SCAN", table]]
+    return [] if walks else sqlite_table_scans(details, table)
+
+
+def sqlite_table_scans(details, table):
+    """The SCAN steps of ``table`` among ``details`` (SQLite's EXPLAIN QUERY PLAN) that may read all its rows.
+
+    A SCAN of a partial index reads only the rows of its condition (the
+    waiting executions, the workers not stopped): it is not one of them.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(f"PRAGMA index_list({table})")
+        partial = {name for _, name, _, _, is_partial in cursor.fetchall() if is_partial}
+    return [
+        detail for detail in details if detail.split(" ")[:2] == ["SCAN", table] and detail.split(" ")[-1] not in partial
+    ]
 
 
 def _unbounded_seq_scans(node, table, parent):
