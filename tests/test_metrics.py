@@ -95,7 +95,7 @@ class BigTableTests(TransactionTestCase):
         with CaptureQueriesContext(connection) as queries:
             scrape()
         statements = [captured["sql"] for captured in queries]
-        self.assertEqual(len(statements), 6)
+        self.assertEqual(len(statements), 7)
         for sql in statements:
             # The count of every row by queue and state reads every row, whatever the plan (see test_admin_scale).
             if TABLE in sql and "COUNT(*)" not in sql:
