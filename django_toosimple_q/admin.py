@@ -109,6 +109,16 @@ class IndexedValuesFilter(admin.AllValuesFieldListFilter):
         self.lookup_choices = distinct_values(field_path)
 
 
+class RunningWorkerFilter(admin.RelatedFieldListFilter):
+    """Django's filter by worker, offering the workers not stopped: the stopped ones pile up by thousands.
+
+    An execution's link to its worker, stopped or not, still filters by it.
+    """
+
+    def field_choices(self, field, request, model_admin):
+        return field.get_choices(include_blank=False, limit_choices_to={"stopped": None}, ordering=["label"])
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         # Django passes over an action the user may not run in silence when
@@ -179,7 +189,12 @@ class TaskExecAdmin(ReadOnlyAdmin):
         "worker_link",
     ]
     list_display_links = ["id", "task_name"]
-    list_filter = ["state", ("queue", IndexedValuesFilter), ("task_name", IndexedValuesFilter), "worker"]
+    list_filter = [
+        "state",
+        ("queue", IndexedValuesFilter),
+        ("task_name", IndexedValuesFilter),
+        ("worker", RunningWorkerFilter),
+    ]
     search_fields = ["=id", "task_name", "args", "kwargs"]
     date_hierarchy = "created"
     ordering = ["-id"]
@@ -379,6 +394,8 @@ class WorkerStatusAdmin(ReadOnlyAdmin):
     ]
     search_fields = ["label", "hostname"]
     ordering = ["-started"]
+    show_full_result_count = False
+    paginator = CountCappedPaginator
     fields = readonly_fields = [*list_display, "stopped", "exit_log_text"]
 
     def get_queryset(self, request):

@@ -163,6 +163,13 @@ class TaskExec(models.Model):
             ),
             # Waking sleeping rows whose time has come.
             models.Index(fields=["due"], name="toosimpleq_sleeping_idx", condition=models.Q(state="SLEEPING")),
+            # The statistics: each queue's sleeping rows and the oldest of them
+            # (its QUEUED ones: the queue's claim index), without the history.
+            models.Index(
+                fields=["queue", "created"],
+                name="toosimpleq_sleeping_queue_idx",
+                condition=models.Q(state="SLEEPING"),
+            ),
             # Finding the running rows of a dead worker.
             models.Index(fields=["worker"], name="toosimpleq_processing_idx", condition=models.Q(state="PROCESSING")),
             models.Index(fields=["task_name", "created"], name="toosimpleq_task_idx"),
@@ -261,6 +268,12 @@ class WorkerStatus(models.Model):
     class Meta:
         verbose_name = "worker status"
         verbose_name_plural = "worker statuses"
+        # Stopped workers pile up (a row per process start, until pruned):
+        # the admin's list and the workers online are read through these.
+        indexes = [
+            models.Index(fields=["started"], name="toosimpleq_worker_started_idx"),
+            models.Index(fields=["last_tick"], name="toosimpleq_worker_running_idx", condition=models.Q(stopped=None)),
+        ]
 
     def __str__(self):
         return f"{self.label} [{self.state}]"
@@ -378,7 +391,7 @@ def _delete_executions(ids):
     """Delete the rows ``ids``, latest runs first, clearing what refers to them with one UPDATE each."""
     for start in range(0, len(ids), PRUNE_BATCH):
         chunk = ids[start : start + PRUNE_BATCH]
-        with transaction.atomic():
+        with transaction.atomic(using=queue_database()):
             ScheduleExec.objects.filter(last_task__in=chunk).update(last_task=None)
             # Runs of one call are deleted together: what still refers to a row is outside its chain.
             TaskExec.objects.filter(replaced_by__in=chunk).exclude(id__in=chunk).update(replaced_by=None)
@@ -399,7 +412,7 @@ def prune_workers(before, *, dry_run=False):
         return len(ids)
     for start in range(0, len(ids), PRUNE_BATCH):
         chunk = ids[start : start + PRUNE_BATCH]
-        with transaction.atomic():
+        with transaction.atomic(using=queue_database()):
             TaskExec.objects.filter(worker__in=chunk).update(worker=None)
             _delete_rows(WorkerStatus, chunk)
     return len(ids)

@@ -15,6 +15,9 @@ from django.utils import timezone
 from .models import ScheduleExec, TaskExec, WorkerStatus
 from .registry import schedules_registry
 
+# The states of the rows not finished: few, each read through a partial index.
+LIVE_STATES = (*TaskExec.WAITING_STATES, TaskExec.States.PROCESSING)
+
 # The windows of the recent counts, in minutes.
 RECENT_WINDOWS = (5, 60)
 
@@ -28,7 +31,8 @@ RUN_TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 class QueueStats:
     """One queue.
 
-    ``counts`` maps every state (TaskExec.States) to its number of rows.
+    ``counts`` maps every state (TaskExec.States) to its number of rows;
+    only those of LIVE_STATES when collected without the history.
     ``oldest_waiting`` is the ``created`` time of the oldest QUEUED or
     SLEEPING row, None when nothing waits; ``oldest_waiting_age`` its age.
     ``finished_recently`` and ``failed_recently`` map each window of
@@ -81,22 +85,31 @@ class Stats:
         return [queue for queue in self.queues if not names or queue.name in names]
 
 
-def collect(now=None, *, schedule_limit=10, queues=()):
+def collect(now=None, *, schedule_limit=10, queues=(), history=True):
     """Where the queues and schedules stand at ``now`` (default: now).
 
-    Five queries: the rows by queue and state, the oldest waiting row of
-    each queue, the rows finished recently, the online workers and the
-    active schedules. The queues are those that have rows or that an online
-    worker names, and ``queues``; ``schedule_limit`` bounds the schedules listed.
+    Six queries: the rows by queue and state, the QUEUED and the SLEEPING
+    rows by queue (their number and oldest), the rows finished recently,
+    the online workers and the active schedules. The queues are those that
+    have rows or that an online worker names, and ``queues``;
+    ``schedule_limit`` bounds the schedules listed.
+
+    The count of the rows by queue and state reads every row. Without
+    ``history`` it counts the PROCESSING rows instead, and ``counts`` holds
+    the waiting and running states only: each query then reads an index of
+    those rows, however long the finished history is.
     """
     now = now or timezone.now()
-    counts = _counts_by_queue_and_state()
-    oldest = dict(
-        TaskExec.objects.filter(state__in=TaskExec.WAITING_STATES)
-        .values_list("queue")
-        .annotate(Min("created"))
-        .order_by()
-    )
+    counted = TaskExec.States.values if history else LIVE_STATES
+    counts = _counts_by_queue_and_state() if history else _counts_in_state(TaskExec.States.PROCESSING)
+    oldest = {}
+    for state in TaskExec.WAITING_STATES:
+        # One state at a time, so that each query reads its partial index:
+        # SQLite reads both at once by walking every row of an index of queues.
+        rows = TaskExec.objects.filter(state=state).values_list("queue").annotate(rows=Count("*"), oldest=Min("created"))
+        for queue, count, created in rows.order_by():
+            counts.setdefault(queue, dict.fromkeys(counted, 0))[state] = count
+            oldest[queue] = min(created, oldest.get(queue, created))
     finished, failed, run_times = _recent_by_queue(now)
     workers = list(
         WorkerStatus.objects.filter(stopped=None)
@@ -107,7 +120,7 @@ def collect(now=None, *, schedule_limit=10, queues=()):
     queues = tuple(
         QueueStats(
             name=name,
-            counts=counts.get(name, dict.fromkeys(TaskExec.States.values, 0)),
+            counts=counts.get(name, dict.fromkeys(counted, 0)),
             oldest_waiting=oldest.get(name),
             oldest_waiting_age=now - oldest[name] if name in oldest else None,
             finished_recently=finished.get(name, dict.fromkeys(RECENT_WINDOWS, 0)),
@@ -132,6 +145,12 @@ def _counts_by_queue_and_state():
     for queue, state, count in rows:
         counts.setdefault(queue, dict.fromkeys(TaskExec.States.values, 0))[state] = count
     return counts
+
+
+def _counts_in_state(state):
+    """The rows in ``state`` by queue, as {queue: {each of LIVE_STATES: rows}}."""
+    rows = TaskExec.objects.filter(state=state).values_list("queue").annotate(rows=Count("*")).order_by()
+    return {queue: {**dict.fromkeys(LIVE_STATES, 0), state: count} for queue, count in rows}
 
 
 def _recent_by_queue(now):

@@ -602,7 +602,7 @@ def _claim_with_orm(worker_id, limit, queue_filter):
 
 def claim_these(ids, worker_id):
     """Flip those of the executions ``ids`` still QUEUED to PROCESSING for this worker, and return them in claim order."""
-    with transaction.atomic():
+    with transaction.atomic(using=queue_database()):
         return _take(ids, worker_id)
 
 

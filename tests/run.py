@@ -5,7 +5,9 @@
 
 ARGS go to `manage.py test` as they are: test labels, -k PATTERN, --failfast...
 Each database gets a fresh one: a temporary directory for SQLite, a throwaway
-cluster (tests/pgcluster.py) for PostgreSQL. When PostgreSQL is not installed
+cluster (tests/pgcluster.py) for PostgreSQL. The SQLite run has a cluster of
+its own too, when PostgreSQL is installed: for the tests of an application on
+SQLite whose queue is on PostgreSQL. When PostgreSQL is not installed
 it is skipped with a message, except in CI (CI=true), where it is installed.
 
 Everything goes to stderr except the last line, on stdout:
@@ -15,6 +17,7 @@ a run that crashed before reporting its counts, and when no test ran at all.
 """
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -94,31 +97,33 @@ def run_suite(test_args, env):
     return counts
 
 
-def run_sqlite(test_args):
+def run_sqlite(test_args, with_postgres):
+    """The SQLite run; ``with_postgres``: a cluster beside it, for the tests of a queue on PostgreSQL."""
     sqlite_dir = tempfile.mkdtemp(prefix="toosimpleq-sqlite-")
+    env = {"TOOSIMPLEQ_TEST_DB": "sqlite", "TOOSIMPLEQ_TEST_SQLITE_DIR": sqlite_dir}
     try:
-        return run_suite(
-            test_args,
-            {"TOOSIMPLEQ_TEST_DB": "sqlite", "TOOSIMPLEQ_TEST_SQLITE_DIR": sqlite_dir},
-        )
+        if not with_postgres:
+            return run_suite(test_args, env)
+        with PostgresCluster() as cluster:
+            return run_suite(test_args, {**env, **cluster_env(cluster)})
     finally:
         shutil.rmtree(sqlite_dir, ignore_errors=True)
 
 
 def run_postgres(test_args):
     with PostgresCluster() as cluster:
-        return run_suite(
-            test_args,
-            {
-                "TOOSIMPLEQ_TEST_DB": "postgres",
-                "TOOSIMPLEQ_PG_HOST": cluster.host,
-                "TOOSIMPLEQ_PG_PORT": str(cluster.port),
-                "TOOSIMPLEQ_PG_USER": cluster.user,
-                # For the chaos tests, which restart the server (PostgresCluster.attach).
-                "TOOSIMPLEQ_PG_DATADIR": cluster.datadir,
-                "TOOSIMPLEQ_PG_BINDIR": cluster.bindir,
-            },
-        )
+        return run_suite(test_args, {"TOOSIMPLEQ_TEST_DB": "postgres", **cluster_env(cluster)})
+
+
+def cluster_env(cluster):
+    return {
+        "TOOSIMPLEQ_PG_HOST": cluster.host,
+        "TOOSIMPLEQ_PG_PORT": str(cluster.port),
+        "TOOSIMPLEQ_PG_USER": cluster.user,
+        # For the chaos tests, which restart the server (PostgresCluster.attach).
+        "TOOSIMPLEQ_PG_DATADIR": cluster.datadir,
+        "TOOSIMPLEQ_PG_BINDIR": cluster.bindir,
+    }
 
 
 def postgres_available():
@@ -164,10 +169,11 @@ def main():
     args, test_args = parser.parse_known_args()
     signal.signal(signal.SIGTERM, raise_system_exit)
 
-    runs = {"sqlite": run_sqlite, "postgres": run_postgres}
-    databases = list(runs) if args.db == "all" else [args.db]
+    databases = ["sqlite", "postgres"] if args.db == "all" else [args.db]
     crashed = False
-    if "postgres" in databases and not postgres_available():
+    with_postgres = postgres_available()
+    runs = {"sqlite": functools.partial(run_sqlite, with_postgres=with_postgres), "postgres": run_postgres}
+    if "postgres" in databases and not with_postgres:
         databases.remove("postgres")
         # Skipping is fine on a developer's machine, not when PostgreSQL was
         # asked for by name, nor in CI, which must test both.

@@ -26,12 +26,15 @@ TOOSIMPLEQ_TEST_CHAOS_APP   "1" installs tests.chaosapp, the tasks and schedule
 TOOSIMPLEQ_TEST_UPSTREAM_APP
                             "1" installs tests.upstreamapp, the tasks of the
                             upstream fixture databases (test_upstream_migration).
-TOOSIMPLEQ_TEST_QUEUE_DB_NAME
+TOOSIMPLEQ_TEST_QUEUE_DB_NAME, TOOSIMPLEQ_TEST_PG_QUEUE_DB_NAME
                             the same as TOOSIMPLEQ_TEST_DB_NAME for the
-                            second database, "queue" (test_routing).
-TOOSIMPLEQ_TEST_ROUTED      "1" routes the queue's tables to the "queue"
-                            database (tests/routers.py), as a site that
-                            keeps them off its application database does.
+                            second database, "queue" (test_routing), and for
+                            "pg_queue", a PostgreSQL database that the SQLite
+                            run has when TOOSIMPLEQ_PG_HOST is set.
+TOOSIMPLEQ_TEST_ROUTER      a router of tests/routers.py (QueueRouter,
+                            PostgresQueueRouter) that sends the queue's tables
+                            to their own database, as a site that keeps them
+                            off its application database does.
 TOOSIMPLEQ_TEST_HEARTBEAT, TOOSIMPLEQ_TEST_WORKER_TIMEOUT
                             TOOSIMPLEQ_HEARTBEAT and TOOSIMPLEQ_WORKER_TIMEOUT,
                             short for the chaos tests' worker subprocesses, so
@@ -45,6 +48,13 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 
 DB_VENDOR = os.environ.get("TOOSIMPLEQ_TEST_DB", "sqlite")
 DB_NAME_OVERRIDE = os.environ.get("TOOSIMPLEQ_TEST_DB_NAME")
+
+POSTGRES = {
+    "ENGINE": "django.db.backends.postgresql",
+    "HOST": os.environ.get("TOOSIMPLEQ_PG_HOST", "127.0.0.1"),
+    "PORT": os.environ.get("TOOSIMPLEQ_PG_PORT", "5432"),
+    "USER": os.environ.get("TOOSIMPLEQ_PG_USER", "postgres"),
+}
 
 if DB_VENDOR == "sqlite":
     SQLITE_DIR = Path(os.environ.get("TOOSIMPLEQ_TEST_SQLITE_DIR", REPO_DIR / ".tmp" / "sqlite"))
@@ -66,14 +76,7 @@ if DB_VENDOR == "sqlite":
         },
     }
 elif DB_VENDOR == "postgres":
-    DATABASE = {
-        "ENGINE": "django.db.backends.postgresql",
-        "HOST": os.environ.get("TOOSIMPLEQ_PG_HOST", "127.0.0.1"),
-        "PORT": os.environ.get("TOOSIMPLEQ_PG_PORT", "5432"),
-        "USER": os.environ.get("TOOSIMPLEQ_PG_USER", "postgres"),
-        "NAME": "toosimpleq",
-        "TEST": {},
-    }
+    DATABASE = {**POSTGRES, "NAME": "toosimpleq", "TEST": {}}
 else:
     raise ValueError(f"TOOSIMPLEQ_TEST_DB must be 'sqlite' or 'postgres', not {DB_VENDOR!r}")
 
@@ -92,8 +95,17 @@ if "TOOSIMPLEQ_TEST_QUEUE_DB_NAME" in os.environ:
     QUEUE_DATABASE["NAME"] = QUEUE_DATABASE["TEST"]["NAME"] = os.environ["TOOSIMPLEQ_TEST_QUEUE_DB_NAME"]
 
 DATABASES = {"default": DATABASE, "queue": QUEUE_DATABASE}
-if os.environ.get("TOOSIMPLEQ_TEST_ROUTED") == "1":
-    DATABASE_ROUTERS = ["tests.routers.QueueRouter"]
+# The SQLite run with a PostgreSQL server beside it (tests/run.py starts one
+# when it can): the queue on PostgreSQL, the application on SQLite.
+if DB_VENDOR == "sqlite" and "TOOSIMPLEQ_PG_HOST" in os.environ:
+    PG_QUEUE_NAME = os.environ.get("TOOSIMPLEQ_TEST_PG_QUEUE_DB_NAME")
+    DATABASES["pg_queue"] = {
+        **POSTGRES,
+        "NAME": PG_QUEUE_NAME or "toosimpleq_queue",
+        "TEST": {"NAME": PG_QUEUE_NAME} if PG_QUEUE_NAME else {},
+    }
+if "TOOSIMPLEQ_TEST_ROUTER" in os.environ:
+    DATABASE_ROUTERS = [f"tests.routers.{os.environ['TOOSIMPLEQ_TEST_ROUTER']}"]
 
 INSTALLED_APPS = [
     "django.contrib.contenttypes",

@@ -314,7 +314,7 @@ class WorkerAndOverviewPagesTests(AdminTestCase):
         stored(queue="q0", state=States.SUCCEEDED, finished=timezone.now())
         with CaptureQueriesContext(connection) as one_queue:
             self.client.get(OVERVIEW)
-        self.assertLessEqual(len(one_queue), 8)  # the session, the user and the five of stats.collect()
+        self.assertLessEqual(len(one_queue), 8)  # the session, the user and the six of stats.collect()
         for number in range(1, 30):
             stored(queue=f"q{number}", state=States.SUCCEEDED, finished=timezone.now())
             WorkerStatus.objects.create(label=f"w{number}", hostname="h", pid=number, queues=[f"q{number}"])

@@ -50,8 +50,8 @@ def insert_history(worker_id):
         cursor.execute(f"VACUUM ANALYZE {TABLE}" if connection.vendor == "postgresql" else f"ANALYZE {TABLE}")
 
 
-def whole_table_reads(sql):
-    """The steps of the plan of ``sql`` that read the whole execution table, row by row.
+def whole_table_reads(sql, table=TABLE):
+    """The steps of the plan of ``sql`` that read the whole of ``table`` (default: the executions), row by row.
 
     A read in table order that a LIMIT stops is no such step: its cost is
     bounded by the LIMIT, and the planner takes it when the rows it wants
@@ -61,20 +61,34 @@ def whole_table_reads(sql):
         if connection.vendor == "postgresql":
             cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}")
             [[root]] = cursor.fetchone()
-            return list(_unbounded_seq_scans(root["Plan"], parent=None))
+            return list(_unbounded_seq_scans(root["Plan"], table, parent=None))
         cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
         details = [detail for _, _, _, detail in cursor.fetchall()]
     # A SCAN walks the table (the B-tree of its ids) or an index in order:
     # without a sort, in a statement with a LIMIT, the walk stops there.
     walks = "LIMIT" in sql and not any("USE TEMP B-TREE FOR ORDER BY" in detail for detail in details)
-    return [] if walks else [detail for detail in details if detail.startswith(f"SCAN {TABLE}")]
+    return [] if walks else sqlite_table_scans(details, table)
 
 
-def _unbounded_seq_scans(node, parent):
-    if node["Node Type"] == "Seq Scan" and node["Relation Name"] == TABLE and parent != "Limit":
+def sqlite_table_scans(details, table):
+    """The SCAN steps of ``table`` among ``details`` (SQLite's EXPLAIN QUERY PLAN) that may read all its rows.
+
+    A SCAN of a partial index reads only the rows of its condition (the
+    waiting executions, the workers not stopped): it is not one of them.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(f"PRAGMA index_list({table})")
+        partial = {name for _, name, _, _, is_partial in cursor.fetchall() if is_partial}
+    return [
+        detail for detail in details if detail.split(" ")[:2] == ["SCAN", table] and detail.split(" ")[-1] not in partial
+    ]
+
+
+def _unbounded_seq_scans(node, table, parent):
+    if node["Node Type"] == "Seq Scan" and node["Relation Name"] == table and parent != "Limit":
         yield node
     for child in node.get("Plans", []):
-        yield from _unbounded_seq_scans(child, node["Node Type"])
+        yield from _unbounded_seq_scans(child, table, node["Node Type"])
 
 
 class BigTableTests(TransactionTestCase):
