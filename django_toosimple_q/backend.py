@@ -254,6 +254,8 @@ def _encoded_by_django(value):
 
 def stored_json(value):
     """What the database gives back of normalized JSON ``value``: keys become strings, as in any JSON column."""
+    if not isinstance(value, (dict, list)):
+        return value  # a scalar, as most results are, reads back as itself
     return json.loads(json.dumps(value))
 
 

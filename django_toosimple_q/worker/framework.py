@@ -2,7 +2,7 @@
 
 The worker's executor hands such a row here: its Task is imported from the
 row's ``task_name`` (its module path) and called with a TaskContext when it
-takes one, through ``Task.call``, or for an ``async def`` task on an event
+takes one, as ``Task.call`` calls it, but an ``async def`` task on an event
 loop of this thread (as the native API runs them). The outcome is stored by
 the executor, as any other. Django's task_started is sent before the call,
 task_finished once the outcome is stored, both with the backend's class as
@@ -10,13 +10,13 @@ sender.
 """
 
 import datetime
+import functools
 import logging
 import traceback
 from inspect import iscoroutinefunction
 from typing import NamedTuple
 
 from django.conf import settings
-from django.utils import timezone
 
 from ..backend import (
     STATUSES,
@@ -90,9 +90,9 @@ def runner(claimed, worker_id):
 
 def _datetime(value):
     """A datetime column as the driver returned it (SQLite: naive, in UTC), as Django reads it."""
-    if value is None or not settings.USE_TZ or timezone.is_aware(value):
+    if value is None or value.tzinfo is not None or not settings.USE_TZ:
         return value
-    return timezone.make_aware(value, datetime.timezone.utc)
+    return value.replace(tzinfo=datetime.timezone.utc)
 
 
 class Run:
@@ -149,9 +149,14 @@ class Run:
 
 
 def _call(task, args, kwargs):
-    if iscoroutinefunction(task.func):
+    """What ``task.call()`` does, but an ``async def`` task runs on an event loop of this thread."""
+    if _is_async(task.func):
         return run_coroutine(task.func(*args, **kwargs))
-    return task.call(*args, **kwargs)
+    return task.func(*args, **kwargs)
+
+
+# Asked of every row run: inspect's answer takes longer than a no-op task.
+_is_async = functools.lru_cache(maxsize=256)(iscoroutinefunction)
 
 
 def _failure(error):
