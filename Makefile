@@ -14,13 +14,17 @@ RUN_ARGS ?=
 
 PACKAGING := setup.cfg pyproject.toml
 
-.PHONY: test test-django52 upstream-suite chaos demo clean
+.PHONY: test test-django52 test-django60 upstream-suite chaos demo clean
 
 test: .venv/.installed
 	.venv/bin/python tests/run.py $(RUN_ARGS)
 
 test-django52: .venv-django52/.installed
 	.venv-django52/bin/python tests/run.py $(RUN_ARGS)
+
+# Django 6.0, whose @task passes none of our options to the backend: make test-django60 RUN_ARGS="tests.test_backend"
+test-django60: .venv-django60/.installed
+	.venv-django60/bin/python tests/run.py $(RUN_ARGS)
 
 # Upstream 1.2.1's own tests against this package: make upstream-suite RUN_ARGS="--db sqlite"
 upstream-suite: .venv/.installed
@@ -45,6 +49,11 @@ demo: .venv/.installed
 .venv-django52/.installed: $(PACKAGING)
 	test -x .venv-django52/bin/python || $(PYTHON_DJANGO52) -m venv .venv-django52
 	.venv-django52/bin/python -m pip install --quiet -e '.[test,tasks]' 'Django>=5.2,<6'
+	touch $@
+
+.venv-django60/.installed: $(PACKAGING)
+	test -x .venv-django60/bin/python || $(PYTHON) -m venv .venv-django60
+	.venv-django60/bin/python -m pip install --quiet -e '.[test]' 'Django>=6.0,<6.1'
 	touch $@
 
 clean:

@@ -17,7 +17,9 @@ the same scenarios on the same rows:
    Then the 8-thread drain of no-op tasks queued through Django's task
    framework (django.tasks, our backend), as a ratio to the native API's,
    also with the django.tasks logger at WARNING (Django logs each task at
-   INFO); the baseline runs both kinds of rows alike;
+   INFO); the baseline runs both kinds of rows alike. And the 8-thread drain
+   with the lifecycle signals (django_toosimple_q.signals) sent to no
+   receiver, against the same engine with the sends patched off;
 3. pickup latency: an idle worker, then tasks queued one at a time, each
    once the previous one finished: from the commit of the enqueue to the
    task body starting. The baseline LISTENs on PostgreSQL (its enqueuer

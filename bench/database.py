@@ -94,6 +94,10 @@ class Database:
         """The same database, for an engine whose django.tasks logger takes warnings only (no INFO line per task)."""
         return Database({**self.env, "BENCH_QUIET_TASK_LOG": "1"})
 
+    def with_signal_sends_off(self):
+        """The same database, for an engine whose django_toosimple_q signals are never sent (not even checked for receivers)."""
+        return Database({**self.env, "BENCH_SIGNAL_SENDS_OFF": "1"})
+
     def connect(self):
         """A new DB-API connection in autocommit mode, set up as Django sets up its own."""
         if self.vendor == "sqlite":

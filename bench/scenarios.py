@@ -46,7 +46,7 @@ class Drain:
 
 
 # What --only chooses from, in the order they run.
-SCENARIOS = ("enqueue", "drain", "framework", "pickup", "history", "memory", "backlog")
+SCENARIOS = ("enqueue", "drain", "framework", "signals", "pickup", "history", "memory", "backlog")
 
 # The queue whose deep backlog the backlog scenario's workers must not feel.
 BULK = "bulk"
@@ -77,6 +77,8 @@ class Scenarios:
             empty = self.drain_rate() if needs_drain else None
             if self.runs("framework"):
                 self.framework_drain(empty)
+            if self.runs("signals"):
+                self.signal_cost()
             if self.runs("pickup"):
                 self.pickup_latency()
             if self.runs("history"):
@@ -174,6 +176,21 @@ class Scenarios:
         quiet, quiet_raw = self.drain_both(tasks, THREADS, queued_as=FRAMEWORK_NOOP, engine_db=self.db.with_quiet_task_log())
         ratios = [framework.rate / drain.rate for framework, drain in zip((quiet, quiet_raw), native)]
         self.add("  the same, django.tasks logging at WARNING / native", *ratios)
+
+    def signal_cost(self):
+        """The 8-thread drain with the lifecycle signals sent to no receiver, against the same with the sends patched off.
+
+        The two alternate, and each figure is the median of its runs: what
+        the sends cost is far below the noise between two drains.
+        """
+        tasks = self.config.tasks
+        sent, off = [], []
+        for _ in range(self.config.repeat):
+            sent.append(self.drain("engine", tasks, THREADS).rate)
+            off.append(self.drain("engine", tasks, THREADS, engine_db=self.db.with_signal_sends_off()).rate)
+        sent, off = statistics.median(sent), statistics.median(off)
+        figure = f"drain {tasks:,} tasks, {THREADS} threads, signals to no receiver (tasks/s; baseline: sends patched off)"
+        self.add(figure, sent, off, ">= 0.95x", sent / off >= 0.95)
 
     # 3. Pickup latency.
 

@@ -20,3 +20,10 @@ if os.environ.get("BENCH_UNPREPARED"):
 # start and end at INFO; what that costs is shown apart.
 if os.environ.get("BENCH_QUIET_TASK_LOG"):
     LOGGING = {"version": 1, "disable_existing_loggers": False, "loggers": {"django.tasks": {"level": "WARNING"}}}
+
+# Database.with_signal_sends_off(): the engine with django_toosimple_q's
+# signal sends made no-ops, to show what sending to no receiver costs.
+if os.environ.get("BENCH_SIGNAL_SENDS_OFF"):
+    from django_toosimple_q import signals
+
+    signals.send = lambda signal, sender, **kwargs: None

@@ -64,15 +64,26 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Task(FrameworkTask):
-    """Django's Task, with what our worker adds: ``@task(retries=3, retry_delay=10, unique=True)``.
+    """Django's Task, with what our worker adds: ``@task(retries=3, retry_delay=10, unique=True, timeout=60)``.
 
-    Django 6.1 and the backport pass these to the backend's task class;
-    Django 6.0 does not, and its tasks keep the defaults.
+    Django 6.1 and the backport pass these to the backend's task class.
+    Django 6.0 does not: there, a ``@register_task(...)`` under ``@task``
+    gives them.
     """
 
     retries: int = 0  # failed runs queued again (-1: forever)
     retry_delay: float = 0  # seconds before the first retry, doubling each time
     unique: bool = False  # a call already waiting is not queued twice
+    timeout: float | None = None  # seconds a run may take (None: TOOSIMPLEQ_TASK_TIMEOUT)
+
+
+class Options(NamedTuple):
+    """Our options of a django.tasks Task, as ``register_task`` takes them."""
+
+    unique: bool = False
+    retries: int = 0
+    retry_delay: float = 0
+    timeout: float | None = None
 
 
 class Definition(NamedTuple):
@@ -82,6 +93,7 @@ class Definition(NamedTuple):
     unique: bool
     retries: int
     retry_delay: float
+    timeout: float | None
 
 
 # A result id is the primary key of the call's first execution.
@@ -97,12 +109,15 @@ class TaskBackend(BaseTaskBackend):
 
     def validate_task(self, task):
         super().validate_task(task)
-        definition = _definition(task)
-        retries, retry_delay = definition.retries, definition.retry_delay
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < -1:
-            raise InvalidTask(f"retries must be an integer >= -1, not {retries!r}")
-        if not isinstance(retry_delay, (int, float)) or isinstance(retry_delay, bool) or retry_delay < 0:
-            raise InvalidTask(f"retry_delay must be a number >= 0, not {retry_delay!r}")
+        given, registered = _given_options(task)
+        if registered is not None and given != Options():
+            raise InvalidTask(
+                f"{task.module_path}: give retries, retry_delay, unique and timeout either to @task(...) "
+                "or to the @register_task(...) under it, not to both"
+            )
+        problem = registry.options_problem(given.retries, given.retry_delay, given.timeout)
+        if problem:
+            raise InvalidTask(problem)
 
     def enqueue(self, task, args, kwargs):
         from .models import TaskExec, dedup_key
@@ -121,7 +136,7 @@ class TaskBackend(BaseTaskBackend):
             key = dedup_key(task.module_path, *encode_call(call.args, call.kwargs))
             waiting = TaskExec.objects.filter(dedup_key=key).first()
             if waiting is not None:
-                return result_of(chain_through(waiting))
+                return stored_result(chain_through(waiting))
         result = TaskResult(
             task=task,
             id=str(execution.pk),
@@ -147,7 +162,7 @@ class TaskBackend(BaseTaskBackend):
             first = TaskExec.objects.filter(pk=int(result_id), backend=self.alias, attempt=1).first()
         if first is None:
             raise TaskResultDoesNotExist(result_id)
-        return result_of(chain_from(first))
+        return stored_result(chain_from(first))
 
     def check(self, **kwargs):
         if apps.is_installed("django_toosimple_q"):
@@ -162,16 +177,19 @@ class TaskBackend(BaseTaskBackend):
         ]
 
 
-class Defaults(NamedTuple):
-    retries: int = 0
-    retry_delay: float = 0
-    unique: bool = False
+def _given_options(task):
+    """The options given to ``@task(...)``, and those of the ``@register_task(...)`` under it (None: none)."""
+    given = Options(task.unique, task.retries, task.retry_delay, task.timeout) if isinstance(task, Task) else Options()
+    registered = getattr(task.func, "_task", None)
+    if not isinstance(registered, registry.Task):
+        return given, None
+    return given, Options(registered.unique, registered.retries, registered.retry_delay, registered.timeout)
 
 
 def _definition(task):
-    """What the queue reads of ``task``; a Task of Django's own class has none of our options."""
-    options = task if isinstance(task, Task) else Defaults()
-    return Definition(task.module_path, options.unique, options.retries, options.retry_delay)
+    """What the queue reads of ``task``: its options from ``@task(...)``, or from ``@register_task(...)`` (Django 6.0)."""
+    given, registered = _given_options(task)
+    return Definition(task.module_path, *(given if registered is None else registered))
 
 
 def _enqueue_many(task, calls):
@@ -188,11 +206,12 @@ def _enqueue_many(task, calls):
     )
 
 
-class ScheduledTask(registry.Task):
-    """A django.tasks Task under ``@schedule``: its occurrences are queued as ``enqueue()`` queues it.
+class QueueableTask(registry.Task):
+    """A django.tasks Task seen as one of ours: what schedules queue, and retries, recovery, timeouts and requeue read.
 
-    Django's results hold JSON: the schedule's arguments go as Django's
-    DjangoJSONEncoder writes them (a ``datetime_kwarg`` as ISO 8601 text).
+    Its calls are queued as ``enqueue()`` queues them. Django's results hold
+    JSON: the arguments go as Django's DjangoJSONEncoder writes them (a
+    schedule's ``datetime_kwarg`` as ISO 8601 text).
     """
 
     def __init__(self, task):
@@ -205,6 +224,7 @@ class ScheduledTask(registry.Task):
             unique=definition.unique,
             retries=definition.retries,
             retry_delay=definition.retry_delay,
+            timeout=definition.timeout,
         )
         self.framework_task = task
 
@@ -215,12 +235,27 @@ class ScheduledTask(registry.Task):
         )
 
 
+def queueable(module_path):
+    """The django.tasks Task at ``module_path`` as a QueueableTask; None when the code no longer has it."""
+    try:
+        return _queueable(module_path)
+    except Exception:  # not importable: the worker that meets its rows says why, and marks them INVALID
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def _queueable(module_path):
+    return QueueableTask(_framework_task(module_path))
+
+
 def _encoded_by_django(value):
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
 
 
 def stored_json(value):
     """What the database gives back of normalized JSON ``value``: keys become strings, as in any JSON column."""
+    if not isinstance(value, (dict, list)):
+        return value  # a scalar, as most results are, reads back as itself
     return json.loads(json.dumps(value))
 
 
@@ -267,12 +302,25 @@ def chain_through(execution):
     return chain_from(chain_until(execution)[0])
 
 
-def result_of(chain):
-    """The TaskResult of a call whose executions are ``chain`` (TaskExecs, or what reads as them), as they stand."""
+def stored_result(chain):
+    """The TaskResult of a call whose executions are the TaskExecs ``chain``.
+
+    A result outlives its task: when the code no longer has it, a stand-in
+    takes its place.
+    """
+    try:
+        task = task_of(chain[0])
+    except ImportError:
+        task = _stand_in(chain[0])
+    return result_of(chain, task)
+
+
+def result_of(chain, task):
+    """The TaskResult of ``task``'s call whose executions are ``chain`` (TaskExecs, or what reads as them), as they stand."""
     first, last = chain[0], chain[-1]
     attempts = [execution for execution in chain if execution.started is not None]
     result = TaskResult(
-        task=task_of(first),
+        task=task,
         id=str(first.pk),
         status=STATUSES.get(last.state, TaskResultStatus.FAILED),
         enqueued_at=first.created,
@@ -305,7 +353,31 @@ def task_of(execution):
 # Tasks are frozen, and workers build one for each row they run.
 @functools.lru_cache(maxsize=256)
 def _task(module_path, priority, queue_name, run_after, backend):
+    task = _framework_task(module_path)
+    return dataclasses.replace(task, priority=priority, queue_name=queue_name, run_after=run_after, backend=backend)
+
+
+@functools.lru_cache(maxsize=256)
+def _framework_task(module_path):
     task = import_string(module_path)
     if not isinstance(task, FrameworkTask):
         raise ImportError(f"{module_path} is not a django.tasks Task")
-    return dataclasses.replace(task, priority=priority, queue_name=queue_name, run_after=run_after, backend=backend)
+    return task
+
+
+def _stand_in(execution):
+    """A Task standing for ``execution``'s, which the code no longer has: it has its module path, and runs nothing."""
+    module, _, qualname = execution.task_name.rpartition(".")
+    missing = f"{execution.task_name} is no longer in the code"
+
+    def removed(*args, **kwargs):
+        raise ImportError(missing)
+
+    removed.__module__, removed.__qualname__, removed.__name__ = module, qualname, qualname
+    return Task(
+        func=removed,
+        priority=execution.priority,
+        queue_name=execution.queue,
+        run_after=execution.run_after,
+        backend=execution.backend,
+    )

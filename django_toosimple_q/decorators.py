@@ -82,12 +82,12 @@ def schedule(
 def _schedulable(func):
     """The Task a schedule queues: ``@register_task()``'s, or one that queues a django.tasks Task through our backend."""
     try:
-        from .backend import FrameworkTask, ScheduledTask
+        from .backend import FrameworkTask, QueueableTask
     except ImportError:  # Django 5.2 without the backport: no such task
         pass
     else:
         if isinstance(func, FrameworkTask):
-            return ScheduledTask(func)
+            return QueueableTask(func)
     return registered_task(func)
 
 

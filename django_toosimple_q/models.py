@@ -187,10 +187,10 @@ class TaskExec(models.Model):
 
     @property
     def task(self):
-        """The registered Task of this row, or None when it is not in the code."""
-        from .registry import tasks_registry
+        """The Task of this row (registered, or a django.tasks one seen as ours), or None when it is not in the code."""
+        from .registry import task_of_row
 
-        return tasks_registry.get(self.task_name)
+        return task_of_row(self.task_name, self.backend)
 
     def cancel(self):
         """Cancel this execution if it still waits; whether it did."""

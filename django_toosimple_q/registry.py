@@ -59,24 +59,13 @@ class Task:
             raise ImproperlyConfigured(
                 f"Task name must be a string of 1 to {NAME_LENGTH} characters, not {_shown(self.name)}"
             )
-        problem = queue_problem(self.queue_name) or priority_problem(self.priority)
+        problem = (
+            queue_problem(self.queue_name)
+            or priority_problem(self.priority)
+            or options_problem(self.retries, self.retry_delay, self.timeout)
+        )
         if problem:
             raise ImproperlyConfigured(f"Task {self.name}: {problem}")
-        if not is_int(self.retries) or self.retries < -1:
-            raise ImproperlyConfigured(f"Task {self.name}: retries must be an integer >= -1, not {self.retries!r}")
-        if (
-            not isinstance(self.retry_delay, (int, float))
-            or isinstance(self.retry_delay, bool)
-            or not 0 <= self.retry_delay <= LONGEST_RETRY_DELAY  # nan is neither
-        ):
-            raise ImproperlyConfigured(
-                f"Task {self.name}: retry_delay must be a number of seconds from 0 to {LONGEST_RETRY_DELAY} "
-                f"(a year), not {self.retry_delay!r}"
-            )
-        if self.timeout is not None and not (
-            isinstance(self.timeout, (int, float)) and not isinstance(self.timeout, bool) and self.timeout > 0
-        ):
-            raise ImproperlyConfigured(f"Task {self.name}: timeout must be None or a number > 0, not {self.timeout!r}")
 
     def __repr__(self):
         return f"<Task {self.name}>"
@@ -227,6 +216,22 @@ class Schedule:
         return Call(self.args, kwargs, due)
 
 
+def task_of_row(task_name, backend=""):
+    """The Task that runs the rows named ``task_name``, or None when the code no longer has it.
+
+    A row queued through Django's task framework (``backend``, its alias)
+    names the module path of a django.tasks Task: that Task, seen as one
+    of ours (``backend.QueueableTask``).
+    """
+    if not backend:
+        return tasks_registry.get(task_name)
+    try:
+        from .backend import queueable
+    except ImportError:  # neither django.tasks nor its backport is installed
+        return None
+    return queueable(task_name)
+
+
 def registered_task(func):
     """The Task that ``@register_task()`` attached to ``func``."""
     task = getattr(func, "_task", None)
@@ -281,6 +286,21 @@ def priority_problem(priority):
     low, high = PRIORITIES
     if not is_int(priority) or not low <= priority <= high:
         return f"priority must be an integer from {low} to {high}, not {priority!r}"
+    return None
+
+
+def options_problem(retries, retry_delay, timeout):
+    """What is wrong with these options of a task (``register_task``'s, or a django.tasks ``@task``'s), or None."""
+    if not is_int(retries) or retries < -1:
+        return f"retries must be an integer >= -1, not {retries!r}"
+    if (
+        not isinstance(retry_delay, (int, float))
+        or isinstance(retry_delay, bool)
+        or not 0 <= retry_delay <= LONGEST_RETRY_DELAY  # nan is neither
+    ):
+        return f"retry_delay must be a number of seconds from 0 to {LONGEST_RETRY_DELAY} (a year), not {retry_delay!r}"
+    if timeout is not None and not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0):
+        return f"timeout must be None or a number > 0, not {timeout!r}"
     return None
 
 

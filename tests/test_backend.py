@@ -2,10 +2,14 @@
 Django's ImmediateBackend and on ours, and their TaskResults compared.
 
 Django 6.x has ``django.tasks``; Django 5.2 runs these tests with the
-``django-tasks`` backport, and skips them without it.
+``django-tasks`` backport, and skips them without it. Django 6.0's ``@task``
+takes none of our options: the tests of ``@task(retries=...)`` are skipped
+there (make test-django60).
 """
 
+import dataclasses
 import datetime
+import inspect
 import os
 import signal
 import sys
@@ -34,21 +38,31 @@ from django_toosimple_q.worker import Worker
 from django_toosimple_q.worker.claiming import QueueFilter
 from django_toosimple_q.worker.scheduler import Scheduler
 
-from .helpers import start_worker, wait_for
+from django_toosimple_q.decorators import register_task
+
+from .helpers import IsolatedRegistries, start_worker, wait_for
 from .testapp import framework_tasks as tasks
 from .testapp import tasks as native_tasks
 from .testapp.models import Execution
 
 try:
+    from django.tasks import task
     from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
     from django.tasks.signals import task_enqueued
 except ImportError:  # Django 5.2: the backport
+    from django_tasks import task
     from django_tasks.exceptions import InvalidTaskError as InvalidTask
     from django_tasks.exceptions import TaskResultDoesNotExist
     from django_tasks.signals import task_enqueued
 
+# Django 6.1 and the backport pass @task's other keyword arguments to the backend's task class; 6.0 refuses them.
+TASK_TAKES_OPTIONS = any(parameter.kind is parameter.VAR_KEYWORD for parameter in inspect.signature(task).parameters.values())
+if TASK_TAKES_OPTIONS:
+    from .testapp import framework_options
+
 Status = backend.TaskResultStatus
 States = TaskExec.States
+TIMEOUT_CLASS = "django_toosimple_q.worker.timeouts.TaskTimeout"
 
 
 def drain(threads=1):
@@ -130,10 +144,14 @@ class BackendTests(TransactionTestCase):
             ours.validate_task(tasks.add)
 
     def test_our_options_are_validated(self):
-        with self.assertRaisesMessage(InvalidTask, "retries must be an integer >= -1, not -2"):
-            backend.Task(func=tasks.add.func, retries=-2)
-        with self.assertRaisesMessage(InvalidTask, "retry_delay must be a number >= 0, not -1"):
-            backend.Task(func=tasks.add.func, retry_delay=-1)
+        refused = {
+            "retries": (-2, "retries must be an integer >= -1, not -2"),
+            "retry_delay": (-1, "retry_delay must be a number of seconds from 0 to 31536000"),
+            "timeout": (0, "timeout must be None or a number > 0, not 0"),
+        }
+        for option, (value, message) in refused.items():
+            with self.subTest(option), self.assertRaisesMessage(InvalidTask, message):
+                dataclasses.replace(tasks.add, **{option: value})
 
     def test_check_asks_for_the_app(self):
         ours = backend.TaskBackend("default", {})
@@ -336,6 +354,19 @@ class SignalTests(ComparedTestCase):
         )
 
 
+    def test_task_finished_is_sent_once_the_outcome_is_stored(self):
+        stored = []
+
+        def read_back(sender, task_result, **kwargs):
+            stored.append((task_result.status, backend.task_backends["default"].get_result(task_result.id).status))
+
+        backend.task_finished.connect(read_back, weak=False)
+        self.addCleanup(backend.task_finished.disconnect, read_back)
+        tasks.add.enqueue(1)
+        tasks.fail.enqueue()
+        drain()
+        self.assertEqual(stored, [(Status.SUCCESSFUL, Status.SUCCESSFUL), (Status.FAILED, Status.FAILED)])
+
     def test_a_receiver_that_raises_changes_nothing_of_the_outcome(self):
         def broken(**kwargs):
             raise RuntimeError("broken receiver")
@@ -360,6 +391,16 @@ class InvalidTests(TransactionTestCase):
         self.assertEqual(execution.state, States.INVALID)
         self.assertIn("cannot be run here", execution.error)
         self.assertEqual(execution.pk, int(result.id))
+
+    def test_the_result_of_a_task_no_longer_in_the_code_is_still_read(self):
+        result = tasks.add.using(priority=3).enqueue(1)
+        TaskExec.objects.update(task_name="tests.testapp.framework_tasks.removed")
+        ours = backend.task_backends["default"]
+        waiting = ours.get_result(result.id)
+        self.assertEqual((waiting.status, waiting.args, waiting.task.priority), (Status.READY, [1], 3))
+        self.assertEqual(waiting.task.module_path, "tests.testapp.framework_tasks.removed")
+        drain()
+        self.assertEqual(ours.get_result(result.id).status, Status.FAILED)
 
     def test_a_worker_without_the_framework_marks_its_rows_invalid(self):
         tasks.add.enqueue(1)
@@ -392,6 +433,15 @@ class RetryTests(TransactionTestCase):
         result.refresh()
         self.assertEqual((result.status, result.attempts, len(result.errors)), (Status.FAILED, 2, 2))
         self.assertEqual(result.finished_at, TaskExec.objects.get(attempt=2).finished)
+
+
+    def test_requeue_is_a_new_call_with_its_own_result(self):
+        result = tasks.add.enqueue(1, b=2)
+        drain()
+        again = TaskExec.objects.get(pk=result.id).queue_again()
+        self.assertEqual((again.backend, again.attempt), ("default", 1))
+        drain()
+        self.assertEqual(tasks.add.get_result(str(again.pk)).return_value, 3)
 
 
 class KilledWorkerTests(TransactionTestCase):
@@ -440,3 +490,70 @@ class ScheduleTests(TransactionTestCase):
         (execution,) = scheduler.run_due(now)
         drain()
         self.assertEqual(tasks.echo.get_result(str(execution.pk)).return_value, [[], {"at": "2025-06-02T08:00:00Z"}])
+
+
+class TimeoutTests(TransactionTestCase):
+    def test_register_task_under_task_gives_the_timeout(self):
+        self.assert_timed_out(tasks.naps)
+
+    @unittest.skipUnless(TASK_TAKES_OPTIONS, "Django 6.0's @task takes none of our options")
+    def test_task_decorator_gives_the_timeout(self):
+        self.assert_timed_out(framework_options.naps)
+
+    def assert_timed_out(self, naps):
+        """``naps`` (timeout 0.3 s) ends FAILED with TaskTimeout, as the native API's tasks do; task_finished says so."""
+        finished = []
+
+        def receive(sender, task_result, **kwargs):
+            finished.append((task_result.status, sys.exc_info()[0]))
+
+        backend.task_finished.connect(receive, weak=False)
+        self.addCleanup(backend.task_finished.disconnect, receive)
+        result = naps.enqueue(30)
+        drain()
+        result.refresh()
+        self.assertEqual(result.status, Status.FAILED)
+        (error,) = result.errors
+        self.assertEqual(error.exception_class_path, TIMEOUT_CLASS)
+        self.assertTrue(error.traceback.startswith("timed out after 0.3 s\n"), error.traceback)
+        self.assertEqual(finished, [(Status.FAILED, worker_package.timeouts.TaskTimeout)])
+
+    def test_a_thread_stuck_past_its_timeout_fails_its_result_with_task_timeout(self):
+        self.addCleanup(tasks.release_stuck.clear)
+        self.addCleanup(tasks.release_stuck.set)
+        result = tasks.stuck.enqueue()
+        drain()
+        result.refresh()
+        self.assertEqual(result.status, Status.FAILED)
+        self.assertEqual([error.exception_class_path for error in result.errors], [TIMEOUT_CLASS])
+
+
+@unittest.skipUnless(TASK_TAKES_OPTIONS, "Django 6.0's @task takes none of our options")
+class TaskDecoratorOptionTests(IsolatedRegistries, TransactionTestCase):
+    def test_retries(self):
+        result = framework_options.always_fails.enqueue()
+        drain()
+        result.refresh()
+        self.assertEqual((result.status, result.attempts), (Status.FAILED, 2))
+
+    def test_unique(self):
+        first = framework_options.unique_echo.enqueue("x")
+        self.assertEqual(framework_options.unique_echo.enqueue("x").id, first.id)
+        self.assertEqual(TaskExec.objects.count(), 1)
+
+    def test_the_retry_of_a_unique_call_is_not_queued_when_the_same_call_waits(self):
+        result = framework_options.unique_queued_again_then_fails.enqueue("x")
+        Worker(threads=1, max_tasks=1, schedules=False).run()
+        result.refresh()
+        self.assertEqual((result.status, result.attempts), (Status.FAILED, 1))
+        waiting = TaskExec.objects.get(state=States.QUEUED)
+        self.assertEqual((waiting.attempt, waiting.args), (1, ["x"]))
+        self.assertEqual(TaskExec.objects.count(), 2)
+
+    def test_given_both_to_task_and_to_register_task_is_an_error(self):
+        with self.assertRaisesMessage(InvalidTask, "either to @task(...) or to the @register_task(...) under it"):
+            task(retries=1)(register_task(retries=2)(configured_twice))
+
+
+def configured_twice():
+    """A module-level function, as Django's tasks must be."""

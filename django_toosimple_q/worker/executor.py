@@ -45,8 +45,9 @@ def execute(claimed, worker_id, give_up=lambda: True, watch=None, together=None)
     seconds; None when nothing was stored.
     """
     started = time.monotonic()
+    stored = None
     try:
-        run = _runner(claimed, worker_id)
+        run, stored = _runner(claimed, worker_id)
     except LookupError as error:
         logger.error("%s (execution #%s)", error, claimed.id, extra=log_extra(claimed, worker_id))
         outcome = {"state": States.INVALID, "error": str(error)}
@@ -68,6 +69,8 @@ def execute(claimed, worker_id, give_up=lambda: True, watch=None, together=None)
     outcome["finished"] = timezone.now()
     if not _store(claimed, worker_id, give_up, outcome, together):
         return None
+    if stored is not None:
+        stored(outcome)
     duration = time.monotonic() - started
     # DEBUG, as the line before: one line per task would slow a busy worker.
     if logger.isEnabledFor(logging.DEBUG):
@@ -93,7 +96,7 @@ def log_extra(execution, worker_id, duration=None):
 
 def store_timed_out(claimed, worker_id, seconds, give_up=lambda: True, together=None):
     """Store that ``claimed`` timed out, its thread abandoned: what that thread will not store."""
-    outcome = {"state": States.FAILED, "error": _timed_out(seconds) + ": its thread was stuck and is abandoned"}
+    outcome = _timed_out(seconds, ": its thread was stuck and is abandoned")
     outcome["finished"] = timezone.now()
     return (States.FAILED, seconds) if _store(claimed, worker_id, give_up, outcome, together) else None
 
@@ -118,15 +121,21 @@ def _run_watched(run, watch):
         with watch:
             return run()
     except TaskTimeout:
-        return {"state": States.FAILED, "error": f"{_timed_out(watch.seconds)}\n{traceback.format_exc()}"}
+        return _timed_out(watch.seconds, f"\n{traceback.format_exc()}")
 
 
-def _timed_out(seconds):
-    return f"timed out after {seconds:g} s"
+def _timed_out(seconds, detail):
+    """The outcome of a run ended at its timeout; its error class for a django.tasks result."""
+    error = f"timed out after {seconds:g} s{detail}"
+    return {"state": States.FAILED, "error": error, "error_class": TIMEOUT_CLASS}
+
+
+TIMEOUT_CLASS = f"{TaskTimeout.__module__}.{TaskTimeout.__qualname__}"
 
 
 def _runner(claimed, worker_id):
-    """A function that runs ``claimed`` and returns its outcome; LookupError when its task is not in the code."""
+    """A function that runs ``claimed`` and returns its outcome, and one to call with the outcome once
+    it is stored (or None); LookupError when its task is not in the code."""
     if claimed.backend:
         # Queued through Django's task framework, which is imported only
         # where it is installed: run as Django runs its tasks.
@@ -134,11 +143,12 @@ def _runner(claimed, worker_id):
             from . import framework
         except ImportError as error:
             raise LookupError(f"Task {claimed.task_name!r} was queued through django.tasks: {error}") from error
-        return framework.runner(claimed, worker_id)
+        run = framework.runner(claimed, worker_id)
+        return run, run.stored
     task = tasks_registry.get(claimed.task_name)
     if task is None:
         raise LookupError(f"Task {claimed.task_name!r} is not registered: it was renamed or removed from the code")
-    return functools.partial(_call, task, claimed)
+    return functools.partial(_call, task, claimed), None
 
 
 def _call(task, claimed):

@@ -2,22 +2,24 @@
 
 The worker's executor hands such a row here: its Task is imported from the
 row's ``task_name`` (its module path) and called with a TaskContext when it
-takes one, through ``Task.call``, or for an ``async def`` task on an event
-loop of this thread (as the native API runs them); Django's task_started and
-task_finished signals are sent with the backend's class as sender. The
-outcome is stored by the executor, as any other.
+takes one, as ``Task.call`` calls it, but an ``async def`` task on an event
+loop of this thread (as the native API runs them). The outcome is stored by
+the executor, as any other. Django's task_started is sent before the call,
+task_finished once the outcome is stored, both with the backend's class as
+sender.
 """
 
 import datetime
+import functools
 import logging
 import traceback
 from inspect import iscoroutinefunction
 from typing import NamedTuple
 
 from django.conf import settings
-from django.utils import timezone
 
 from ..backend import (
+    STATUSES,
     TaskContext,
     TaskError,
     TaskResultStatus,
@@ -27,11 +29,13 @@ from ..backend import (
     stored_json,
     task_backends,
     task_finished,
+    task_of,
     task_started,
 )
 from ..models import TaskExec
 from .coroutines import run_coroutine
 from .executor import preview
+from .timeouts import TaskTimeout
 
 logger = logging.getLogger("django_toosimple_q")
 
@@ -61,7 +65,7 @@ class Running(NamedTuple):
 
 
 def runner(claimed, worker_id):
-    """A function that runs ``claimed`` and returns its outcome; LookupError when its task is gone."""
+    """A Run of ``claimed``; LookupError when its task is gone."""
     execution = Running(
         claimed.id,
         claimed.task_name,
@@ -77,59 +81,92 @@ def runner(claimed, worker_id):
         worker_id,
     )
     try:
-        result = result_of(chain_until(execution))
+        result = result_of(chain_until(execution), task_of(execution))
         sender = type(task_backends[claimed.backend])
     except Exception as error:  # an import error of the task's module, a backend no longer configured
         raise LookupError(f"Task {claimed.task_name!r} cannot be run here: {error}") from error
-    return lambda: _run(result, sender)
+    return Run(result, sender)
 
 
 def _datetime(value):
     """A datetime column as the driver returned it (SQLite: naive, in UTC), as Django reads it."""
-    if value is None or not settings.USE_TZ or timezone.is_aware(value):
+    if value is None or value.tzinfo is not None or not settings.USE_TZ:
         return value
-    return timezone.make_aware(value, datetime.timezone.utc)
+    return value.replace(tzinfo=datetime.timezone.utc)
 
 
-def _run(result, sender):
-    task = result.task
-    _send(task_started, sender, result)
-    args = [TaskContext(task_result=result), *result.args] if task.takes_context else result.args
-    try:
-        value = _call(task, args, result.kwargs)
-    except BaseException as error:  # noqa: B036 - SystemExit and KeyboardInterrupt fail the task, not the worker
-        return _failed(result, sender, error)
-    try:
-        value = stored_json(normalize_json(value))
-    except (TypeError, ValueError) as error:
-        # Its side effects happened: running it again would repeat them.
-        return {**_failed(result, sender, error), "retries": 0}
-    _finished(result, TaskResultStatus.SUCCESSFUL)
-    object.__setattr__(result, "_return_value", value)
-    _send(task_finished, sender, result)
-    return {
-        "state": States.SUCCEEDED,
-        "result": value,
-        "result_preview": preview(value),
-    }
+class Run:
+    """One run of a row, as Django runs a task: calling it returns the outcome to store;
+    ``stored(outcome)``, once it is stored, sends task_finished."""
+
+    def __init__(self, result, sender):
+        self.result = result
+        self.sender = sender
+        self.error = None  # what the task raised
+
+    def __call__(self):
+        result = self.result
+        task = result.task
+        _send(task_started, self.sender, result)
+        args = [TaskContext(task_result=result), *result.args] if task.takes_context else result.args
+        try:
+            value = _call(task, args, result.kwargs)
+        except TaskTimeout as error:
+            self.error = error
+            raise  # the executor words it, as for any task
+        except BaseException as error:  # noqa: B036 - SystemExit and KeyboardInterrupt fail the task, not the worker
+            self.error = error
+            return _failure(error)
+        try:
+            value = stored_json(normalize_json(value))
+        except (TypeError, ValueError) as error:
+            self.error = error
+            # Its side effects happened: running it again would repeat them.
+            return {**_failure(error), "retries": 0}
+        return {"state": States.SUCCEEDED, "result": value, "result_preview": preview(value)}
+
+    def stored(self, outcome):
+        """Send task_finished with the result as ``outcome``, now stored, leaves it.
+
+        After a failure, from an ``except`` block of the task's exception:
+        Django's logging of task_finished reads it there.
+        """
+        result = self.result
+        status = STATUSES.get(outcome["state"], TaskResultStatus.FAILED)
+        object.__setattr__(result, "status", status)
+        object.__setattr__(result, "finished_at", outcome["finished"])
+        if status == TaskResultStatus.SUCCESSFUL:
+            object.__setattr__(result, "_return_value", outcome["result"])
+        if outcome.get("error_class"):
+            result.errors.append(TaskError(exception_class_path=outcome["error_class"], traceback=outcome["error"]))
+        if self.error is None:
+            _send(task_finished, self.sender, result)
+            return
+        try:
+            raise self.error
+        except BaseException:  # noqa: B036 - raised again only to be handled here
+            _send(task_finished, self.sender, result)
 
 
 def _call(task, args, kwargs):
-    if iscoroutinefunction(task.func):
+    """What ``task.call()`` does, but an ``async def`` task runs on an event loop of this thread."""
+    if _is_async(task.func):
         return run_coroutine(task.func(*args, **kwargs))
-    return task.call(*args, **kwargs)
+    return task.func(*args, **kwargs)
 
 
-def _failed(result, sender, error):
-    """The outcome of a run that raised ``error``; called in its ``except`` block, where
-    Django's logging of task_finished reads the exception."""
+# Asked of every row run: inspect's answer takes longer than a no-op task.
+_is_async = functools.lru_cache(maxsize=256)(iscoroutinefunction)
+
+
+def _failure(error):
+    """The outcome of a run that raised ``error``: its traceback, and its class for TaskError."""
     kind = type(error)
-    text = "".join(traceback.format_exception(error))
-    error_class = f"{kind.__module__}.{kind.__qualname__}"
-    result.errors.append(TaskError(exception_class_path=error_class, traceback=text))
-    _finished(result, TaskResultStatus.FAILED)
-    _send(task_finished, sender, result)
-    return {"state": States.FAILED, "error": text, "error_class": error_class}
+    return {
+        "state": States.FAILED,
+        "error": "".join(traceback.format_exception(error)),
+        "error_class": f"{kind.__module__}.{kind.__qualname__}",
+    }
 
 
 def _send(signal, sender, result):
@@ -137,8 +174,3 @@ def _send(signal, sender, result):
     for receiver, response in signal.send_robust(sender, task_result=result):
         if isinstance(response, Exception):
             logger.error("%r, a receiver of the task's signal, raised", receiver, exc_info=response)
-
-
-def _finished(result, status):
-    object.__setattr__(result, "status", status)
-    object.__setattr__(result, "finished_at", timezone.now())

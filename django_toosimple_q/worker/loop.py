@@ -411,7 +411,7 @@ class Worker:
         """Hand the claimed tasks to the pool; their futures, or None if it takes no more work."""
         futures = []
         for position, task in enumerate(claimed):
-            seconds = timeouts.limit_of(task.task_name)
+            seconds = timeouts.limit_of(task)
             watch = None if seconds is None else timeouts.Watch(seconds)
             try:
                 future = pool.submit(self._execute, task, watch)

@@ -13,7 +13,7 @@ import threading
 import time
 
 from .. import conf
-from ..registry import tasks_registry
+from ..registry import task_of_row
 
 # How long a thread has to end once TaskTimeout was raised in it, before it
 # is taken for stuck in C code.
@@ -30,9 +30,9 @@ class TaskTimeout(BaseException):
     """
 
 
-def limit_of(task_name):
-    """The timeout in seconds of the task ``task_name``: its own, else TOOSIMPLEQ_TASK_TIMEOUT (None: none)."""
-    task = tasks_registry.get(task_name)
+def limit_of(claimed):
+    """The timeout in seconds of the task of ``claimed``: its own, else TOOSIMPLEQ_TASK_TIMEOUT (None: none)."""
+    task = task_of_row(claimed.task_name, claimed.backend)
     if task is not None and task.timeout is not None:
         return task.timeout
     return conf.TASK_TIMEOUT

@@ -2,7 +2,9 @@
 
 Not a tasks.py: workers import these by their module path, as they would a
 project's. Each test runs them on Django's ImmediateBackend and on ours
-(``task.using(backend=...)``).
+(``task.using(backend=...)``). Our options go to a ``@register_task(...)``
+under ``@task``, which every version reads (Django 6.0's ``@task`` takes
+none); framework_options.py gives them to ``@task(...)``.
 """
 
 import asyncio
@@ -15,6 +17,8 @@ try:
     from django.tasks import task
 except ImportError:  # Django 5.2: the backport
     from django_tasks import task
+
+from django_toosimple_q.decorators import register_task
 
 from .models import Execution
 
@@ -76,7 +80,8 @@ def record(key):
     return key
 
 
-@task(retries=2)
+@task
+@register_task(retries=2)
 def flaky(key):
     """Fails on its first run for ``key``, then succeeds."""
     _, created = Execution.objects.get_or_create(key=key)
@@ -85,14 +90,16 @@ def flaky(key):
     return "second run"
 
 
-@task(retries=2)
+@task
+@register_task(retries=2)
 def unstorable_retried(key):
     """Runs once per key: a result that cannot be stored is not retried."""
     Execution.objects.create(key=key)
     return object()
 
 
-@task(retries=1)
+@task
+@register_task(retries=1)
 def always_fails():
     raise TaskFailure("again")
 
@@ -110,6 +117,33 @@ def killed_on_first_attempt(context, pid_file):
     return context.attempt
 
 
-@task(unique=True)
+@task
+@register_task(unique=True)
 def unique_echo(value):
     return value
+
+
+@task
+@register_task(timeout=0.3)
+def naps(seconds):
+    return sleep_in_steps(seconds)
+
+
+def sleep_in_steps(seconds):
+    """Sleep for ``seconds`` at most, in short steps: a timeout ends it sooner."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "woke up"
+
+
+# Set by the test that runs stuck, so that its thread ends with it.
+release_stuck = threading.Event()
+
+
+@task
+@register_task(timeout=0.3)
+def stuck():
+    """Blocks in C code (a lock's wait), where no exception reaches it: its thread is abandoned."""
+    release_stuck.wait(30)
+    return "late"
