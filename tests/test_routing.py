@@ -11,9 +11,9 @@ import os
 import signal
 import tempfile
 from pathlib import Path
-from unittest import mock, skipUnless
+from unittest import mock
 
-from django.db import connection, connections
+from django.db import connections
 from django.test import TransactionTestCase, override_settings
 
 from django.utils import timezone
@@ -119,7 +119,6 @@ class RoutedQueueTests(IsolatedRegistries, TransactionTestCase):
         self.assertEqual(schedule.last_task.state, States.SUCCEEDED)
         self.assertEqual(schedule.last_task.result, "a")
 
-    @skipUnless(connection.vendor == "postgresql", "NOTIFY")
     def test_the_listener_of_a_worker_command_hears_the_queue_database(self):
         # Nor a heartbeat: the loop also looks for work after each.
         env = self.routed_env(TOOSIMPLEQ_TEST_HEARTBEAT=600, TOOSIMPLEQ_TEST_WORKER_TIMEOUT=1200)
@@ -127,7 +126,7 @@ class RoutedQueueTests(IsolatedRegistries, TransactionTestCase):
         try:
             wait_for(lambda: WorkerStatus.objects.filter(pid=worker.pid).exists(), message="the worker to register")
             execution = tasks.add.queue(4, 4)
-            # Long before the worker's next tick: only the NOTIFY can have woken it.
+            # Long before the worker's next tick: only the wake-up (NOTIFY, or a poke on SQLite) can have woken it.
             wait_for(lambda: TaskExec.objects.get(pk=execution.pk).state == States.SUCCEEDED, timeout=20)
         finally:
             worker.send_signal(signal.SIGTERM)
