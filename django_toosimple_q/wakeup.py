@@ -39,6 +39,8 @@ SOCKET_NAME_LENGTH = 16 + len(SOCKET_SUFFIX)
 LONGEST_POKE = 1024
 
 _local_workers = weakref.WeakSet()
+# The sockets of this process's workers, which are woken without a poke.
+_local_sockets = set()
 
 
 def task_queued(queue, using):
@@ -54,10 +56,12 @@ def task_queued(queue, using):
 
 
 def _wake_workers(queue, folder):
-    for worker in list(_local_workers):
-        worker.task_queued(queue)
+    # The other processes' first: this process's, once woken, compete with
+    # the caller for the interpreter.
     if folder:
         poke(folder, queue)
+    for worker in list(_local_workers):
+        worker.task_queued(queue)
 
 
 def add_local_worker(worker):
@@ -185,8 +189,9 @@ def _folder_beside(database_path):
 def poke(folder, queue):
     """Tell every worker bound in ``folder`` that a task was queued on ``queue``.
 
-    Never blocks nor raises: a worker the poke does not reach finds the task
-    at its tick. The socket of a worker that died without removing it
+    This process's workers are left out: they are woken directly. Never
+    blocks nor raises: a worker the poke does not reach finds the task at
+    its tick. The socket of a worker that died without removing it
     refuses the poke, and is removed.
     """
     try:
@@ -198,6 +203,8 @@ def poke(folder, queue):
         if not name.endswith(SOCKET_SUFFIX):
             continue
         path = os.path.join(folder, name)
+        if path in _local_sockets:
+            continue
         try:
             _sender().sendto(message, path)
         except ConnectionRefusedError:
@@ -246,6 +253,7 @@ class SocketListener(threading.Thread):
             raise
         # A safety net for stop(): should its poke not come, the thread still ends.
         self.socket.settimeout(1.0)
+        _local_sockets.add(self.path)
         self._stopping = threading.Event()
 
     def stop(self):
@@ -268,5 +276,6 @@ class SocketListener(threading.Thread):
             self._close()
 
     def _close(self):
+        _local_sockets.discard(self.path)
         _remove(self.path)
         self.socket.close()
