@@ -21,7 +21,6 @@ import stat
 import tempfile
 import threading
 import weakref
-from functools import partial
 from urllib.parse import unquote, urlsplit
 
 from django.db import DatabaseError, connections, transaction
@@ -52,7 +51,7 @@ def task_queued(queue, using):
     """
     folder = socket_folder(connections[using])
     if _local_workers or folder:
-        transaction.on_commit(partial(_wake_workers, queue, folder), using=using)
+        transaction.on_commit(functools.partial(_wake_workers, queue, folder), using=using)
 
 
 def _wake_workers(queue, folder):
