@@ -20,12 +20,13 @@ the same scenarios on the same rows:
    INFO); the baseline runs both kinds of rows alike. And the 8-thread drain
    with the lifecycle signals (django_toosimple_q.signals) sent to no
    receiver, against the same engine with the sends patched off;
-3. pickup latency: an idle worker, then tasks queued one at a time, each
-   once the previous one finished: from the commit of the enqueue to the
-   task body starting. The baseline LISTENs on PostgreSQL (its enqueuer
-   sends NOTIFY) and polls once a tick on SQLite. Also with the worker
-   embedded in the process that calls queue() (compared with the same
-   baseline);
+3. pickup latency: an idle worker (at its default tick), then tasks queued
+   one at a time, each once the previous one finished: from the commit of
+   the enqueue to the task body starting. The baseline LISTENs on
+   PostgreSQL (its enqueuer sends NOTIFY) and waits on a Unix socket on
+   SQLite (its enqueuer pokes it after the commit), as the engine's worker
+   does. Also with the worker embedded in the process that calls queue()
+   (compared with the same baseline);
 4. history cost: the 8-thread drain again, with finished rows in the table,
    and the EXPLAIN of the claim on that table;
 5. memory: the worker's peak RSS while draining a small and a large number
@@ -48,8 +49,8 @@ from bench import database
 from bench.report import format_table
 from bench.scenarios import SCENARIOS, Config, Scenarios
 
-# The pickup scenario's tick is shorter than the worker's default (1 s): on
-# SQLite each pickup waits about a tick, and 200 of them must not take minutes.
+# The baseline's tick in the pickup scenario: how long a wake-up it missed
+# would cost it.
 FULL = Config(tasks=5000, history=100_000, memory=(2000, 20_000), samples=100, repeat=3, tick=0.1, backlog=1_000_000)
 QUICK = Config(tasks=200, history=2000, memory=(200, 2000), samples=5, repeat=1, tick=0.1, backlog=2000)
 
@@ -64,7 +65,7 @@ def parse_args():
     add("--memory", type=int, nargs=2, metavar=("SMALL", "LARGE"), help="drain sizes compared for peak RSS")
     add("--samples", type=int, help=f"pickup latency measurements (default {FULL.samples})")
     add("--repeat", type=int, help=f"runs of each drain; the median is shown (default {FULL.repeat})")
-    add("--tick", type=float, help=f"idle poll interval of the pickup workers (default {FULL.tick:g} s)")
+    add("--tick", type=float, help=f"idle poll interval of the pickup baseline (default {FULL.tick:g} s)")
     add("--backlog", type=int, help=f"tasks waiting in another queue for the backlog pickup (default {FULL.backlog:,})")
     add("--only", choices=SCENARIOS, nargs="+", help="run only these scenarios (default: all)")
     return parser.parse_args()

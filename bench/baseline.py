@@ -11,13 +11,16 @@ allows: the engine's figures are measured against it.
 Without --serve it drains the table and exits, printing {"started": EPOCH},
 when its loop started (before connecting, as the engine's clock does). With
 --serve it prints "ready" and waits for work until SIGTERM: on PostgreSQL it
-LISTENs for the enqueuer's NOTIFY; on SQLite it polls once a tick.
+LISTENs for the enqueuer's NOTIFY; on SQLite it waits on a Unix socket that
+the enqueuer pokes after each commit (``poke``), as the engine's workers do.
+Either way it also looks once a tick.
 """
 
 import argparse
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -58,6 +61,19 @@ def explain_claim(db, connection):
     return [row[0] for row in db.execute(connection, "EXPLAIN " + claim_sql(db), params)]
 
 
+def wake_up_address(db):
+    """SQLite: the socket of the serving baseline."""
+    return db.env["BENCH_SQLITE_PATH"] + "-baseline.sock"
+
+
+_sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+
+def poke(db):
+    """SQLite: wake the serving baseline, once the enqueuer's row is committed."""
+    _sender.sendto(b"", wake_up_address(db))
+
+
 class Baseline:
     def __init__(self, db, threads, serve, tick):
         self.db = db
@@ -80,6 +96,10 @@ class Baseline:
         self.worker_id = rows.Table(self.db, connection).last_worker_id()
         if self.serve and self.db.vendor == "postgres":
             connection.execute(f"LISTEN {rows.CHANNEL}")
+        elif self.serve:
+            self.wake_up = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.wake_up.bind(wake_up_address(self.db))
+            self.wake_up.settimeout(self.tick)
         with ThreadPoolExecutor(self.threads) as pool:
             if self.serve:
                 print("ready", flush=True)
@@ -136,7 +156,10 @@ class Baseline:
             for _notification in connection.notifies(timeout=self.tick, stop_after=1):
                 pass
         else:
-            self.stopping.wait(self.tick)
+            try:
+                self.wake_up.recv(1)
+            except TimeoutError:
+                pass
 
 
 def main():

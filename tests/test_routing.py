@@ -163,7 +163,7 @@ class RoutedQueueTests(Routed, TransactionTestCase):
         try:
             wait_for(lambda: WorkerStatus.objects.filter(pid=worker.pid).exists(), message="the worker to register")
             execution = tasks.add.queue(4, 4)
-            # Long before the worker's next tick: only the NOTIFY can have woken it.
+            # Long before the worker's next tick: only the wake-up (NOTIFY, or a poke on SQLite) can have woken it.
             wait_for(lambda: TaskExec.objects.get(pk=execution.pk).state == States.SUCCEEDED, timeout=20)
         finally:
             worker.send_signal(signal.SIGTERM)

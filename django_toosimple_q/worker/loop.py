@@ -161,7 +161,7 @@ class Worker:
         pool = ThreadPoolExecutor(
             self.threads + conf.MAX_ABANDONED_THREADS, thread_name_prefix=f"toosimpleq-{self.label}"
         )
-        listener = self._start_listener()
+        listener = wakeup.start_listener(self.task_queued, queue_database(), name=f"toosimpleq-{self.label}-listener")
         wakeup.add_local_worker(self)
         exit_log = ""
         try:
@@ -304,14 +304,6 @@ class Worker:
         if self.queue_filter.excluded:
             return "all but " + ", ".join(self.queue_filter.excluded)
         return "all"
-
-    def _start_listener(self):
-        using = queue_database()
-        if not wakeup.can_listen(connections[using]):
-            return None
-        listener = wakeup.Listener(self.task_queued, using, name=f"toosimpleq-{self.label}-listener")
-        listener.start()
-        return listener
 
     def _loop(self, pool):
         self._next_heartbeat = self._next_poll = 0.0
