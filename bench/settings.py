@@ -4,7 +4,11 @@ import os
 
 from bench.database import Database
 
-DATABASES = {"default": Database(os.environ).django_settings()}
+DATABASES = Database(os.environ).django_databases()
+# Database.with_queue_database(): the queue's tables in a database of their
+# own, through the router the README shows.
+if "queue" in DATABASES:
+    DATABASE_ROUTERS = ["tests.routers.QueueRouter"]
 INSTALLED_APPS = ["django_toosimple_q", "bench"]
 SECRET_KEY = "django-toosimple-q-bench-not-secret"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -20,3 +24,7 @@ if os.environ.get("BENCH_UNPREPARED"):
 # start and end at INFO; what that costs is shown apart.
 if os.environ.get("BENCH_QUIET_TASK_LOG"):
     LOGGING = {"version": 1, "disable_existing_loggers": False, "loggers": {"django.tasks": {"level": "WARNING"}}}
+
+# Database.with_finish_batch(): at most this many outcomes in one commit (1: no group commit).
+if os.environ.get("BENCH_FINISH_BATCH"):
+    TOOSIMPLEQ_FINISH_BATCH = int(os.environ["BENCH_FINISH_BATCH"])
