@@ -63,7 +63,14 @@ from bench.scenarios import SCENARIOS, Config, Scenarios
 # The pickup scenario's tick is shorter than the worker's default (1 s): on
 # SQLite each pickup waits about a tick, and 200 of them must not take minutes.
 FULL = Config(
-    tasks=5000, history=1_000_000, memory=(2000, 20_000), samples=100, repeat=3, tick=0.1, backlog=1_000_000, scale=20_000
+    tasks=5000,
+    history=1_000_000,
+    memory=(2000, 20_000),
+    samples=100,
+    repeat=3,
+    tick=0.1,
+    backlog=1_000_000,
+    scale=20_000,
 )
 QUICK = Config(tasks=200, history=2000, memory=(200, 2000), samples=5, repeat=1, tick=0.1, backlog=2000, scale=200)
 

@@ -9,9 +9,10 @@ each outcome with one fenced UPDATE. That is the least work the method
 allows: the engine's figures are measured against it.
 
 With --batch it commits outcomes as group commit does: a thread that ends a
-task writes, in one transaction, its outcome and those that other threads
-handed over while the previous write ran (one UPDATE ... FROM (VALUES ...) on
-PostgreSQL, one executemany on SQLite); a lone outcome waits for nothing.
+task hands its outcome over and is free; unless another thread is writing,
+it writes, in one transaction, what was handed over (one UPDATE ... FROM
+(VALUES ...) on PostgreSQL, one executemany on SQLite), then what was handed
+over meanwhile. A lone outcome waits for nothing.
 
 Without --serve it drains the table and exits, printing {"started": EPOCH},
 when its loop started (before connecting, as the engine's clock does). With
@@ -83,7 +84,7 @@ class Baseline:
         self.db = db
         self.threads = threads
         self.store = self.store_in_batches if batch else self.store_alone
-        self.handed_over = queue.SimpleQueue()  # (outcome, its Event set once committed), under --batch
+        self.handed_over = queue.SimpleQueue()  # outcomes not written yet, under --batch
         self.writing = threading.Lock()
         self.serve = serve
         self.tick = tick
@@ -153,20 +154,22 @@ class Baseline:
         self.db.execute(self.connection(), FINISH, outcome)
 
     def store_in_batches(self, outcome):
-        """Commit ``outcome``, with the outcomes handed over meanwhile, unless another thread's batch took it."""
-        committed = threading.Event()
-        self.handed_over.put((outcome, committed))
-        with self.writing:
-            if committed.is_set():
-                return
-            batch = []
-            while not self.handed_over.empty():
-                batch.append(self.handed_over.get())
+        """Hand ``outcome`` over, and write what was handed over unless another thread is writing.
+
+        The thread is free again at hand-off: the writer of the moment takes
+        the outcome in its next batch. After each batch the writer looks
+        again, so that nothing handed over while it wrote is left behind.
+        """
+        self.handed_over.put(outcome)
+        while not self.handed_over.empty() and self.writing.acquire(blocking=False):
             try:
-                self.write([outcome for outcome, _ in batch])
+                batch = []
+                while not self.handed_over.empty():
+                    batch.append(self.handed_over.get())
+                if batch:  # another writer may have taken it between our look and our lock
+                    self.write(batch)
             finally:
-                for _, event in batch:
-                    event.set()
+                self.writing.release()
 
     def write(self, outcomes):
         """The outcomes in one transaction, each UPDATE fenced as FINISH is."""
