@@ -6,14 +6,16 @@ Each database is a throwaway one: an SQLite file in WAL mode in a temporary
 directory, or a PostgreSQL cluster of its own (tests/pgcluster.py). On each,
 the engine (the real `manage.py worker`, queue() through Django) and the
 baseline (bench/baseline.py: the same SQL in plain DB-API, no Django) run
-the same scenarios on the same rows:
+the same scenarios on the same rows. The drains also run a second baseline
+that commits its outcomes in batches, as group commit does (--batch):
 
 1. enqueue rate: N queue() calls, each its own transaction; the baseline
    runs one INSERT per task (with its pg_notify on PostgreSQL), autocommit.
    Then one queue_many() of N calls; the baseline inserts as many rows, 40 per
    INSERT (as queue_many() does), in one transaction;
 2. drain: N no-op tasks queued, then one worker with 1 and 8 threads runs
-   until done (timed as bench/scenarios.py says; the median of --repeat runs).
+   until done (timed as bench/scenarios.py says; the median of --repeat runs),
+   beside both baselines.
    Then the 8-thread drain of no-op tasks queued through Django's task
    framework (django.tasks, our backend), as a ratio to the native API's,
    also with the django.tasks logger at WARNING (Django logs each task at
@@ -35,6 +37,18 @@ the same scenarios on the same rows:
    `worker --exclude_queue bulk` with --backlog tasks waiting in `bulk`,
    beside the same with `bulk` empty.
 
+PostgreSQL only:
+
+7. scale: 1, 2 and 4 worker processes of 8 threads drain the same --scale
+   tasks, each task recording its run: the aggregate rate, and the tasks
+   run twice;
+8. remote: the 8-thread drain through a TCP proxy that delays each way by
+   0.5 ms (a database on another machine), with TOOSIMPLEQ_FINISH_BATCH = 1
+   (one commit per outcome) beside the per-task baseline, then with group
+   commit beside the batched baseline;
+9. routed: the 8-thread drain with the queue's tables routed to a database
+   of their own (Django's router), beside the drain in one database.
+
 Progress goes to stderr; the table, the EXPLAIN and the machine's load to stdout.
 """
 
@@ -51,8 +65,17 @@ from bench.scenarios import SCENARIOS, Config, Scenarios
 
 # The baseline's tick in the pickup scenario: how long a wake-up it missed
 # would cost it.
-FULL = Config(tasks=5000, history=100_000, memory=(2000, 20_000), samples=100, repeat=3, tick=0.1, backlog=1_000_000)
-QUICK = Config(tasks=200, history=2000, memory=(200, 2000), samples=5, repeat=1, tick=0.1, backlog=2000)
+FULL = Config(
+    tasks=5000,
+    history=1_000_000,
+    memory=(2000, 20_000),
+    samples=100,
+    repeat=3,
+    tick=0.1,
+    backlog=1_000_000,
+    scale=20_000,
+)
+QUICK = Config(tasks=200, history=2000, memory=(200, 2000), samples=5, repeat=1, tick=0.1, backlog=2000, scale=200)
 
 
 def parse_args():
@@ -67,6 +90,7 @@ def parse_args():
     add("--repeat", type=int, help=f"runs of each drain; the median is shown (default {FULL.repeat})")
     add("--tick", type=float, help=f"idle poll interval of the pickup baseline (default {FULL.tick:g} s)")
     add("--backlog", type=int, help=f"tasks waiting in another queue for the backlog pickup (default {FULL.backlog:,})")
+    add("--scale", type=int, help=f"tasks drained by 1, 2 and 4 worker processes (default {FULL.scale:,})")
     add("--only", choices=SCENARIOS, nargs="+", help="run only these scenarios (default: all)")
     return parser.parse_args()
 

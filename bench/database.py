@@ -63,8 +63,14 @@ class Database:
 
             self.psycopg = psycopg
 
-    def django_settings(self):
-        """DATABASES["default"] for bench/settings.py."""
+    def django_databases(self):
+        """DATABASES for bench/settings.py: "default", and "queue" when the queue is in a database of its own."""
+        queue = self._django_settings(self.env.get("BENCH_PG_NAME"))
+        if not self.queue_apart:
+            return {"default": queue}
+        return {"default": self._django_settings(self.env["BENCH_APP_PG_NAME"]), "queue": queue}
+
+    def _django_settings(self, name):
         if self.vendor == "sqlite":
             return {
                 "ENGINE": "django.db.backends.sqlite3",
@@ -83,20 +89,47 @@ class Database:
             "HOST": self.env["BENCH_PG_HOST"],
             "PORT": self.env["BENCH_PG_PORT"],
             "USER": self.env["BENCH_PG_USER"],
-            "NAME": self.env["BENCH_PG_NAME"],
+            "NAME": name,
         }
+
+    def with_env(self, **variables):
+        """The same database, for processes that also read these BENCH_* variables (bench/settings.py)."""
+        return Database({**self.env, **variables})
 
     def without_prepared_statements(self):
         """The same database, for an engine told not to prepare its statements, as behind a pooler."""
-        return Database({**self.env, "BENCH_UNPREPARED": "1"})
+        return self.with_env(BENCH_UNPREPARED="1")
 
     def with_quiet_task_log(self):
         """The same database, for an engine whose django.tasks logger takes warnings only (no INFO line per task)."""
-        return Database({**self.env, "BENCH_QUIET_TASK_LOG": "1"})
+        return self.with_env(BENCH_QUIET_TASK_LOG="1")
+
+    def with_finish_batch(self, size):
+        """The same database, for an engine that commits at most ``size`` outcomes together (TOOSIMPLEQ_FINISH_BATCH)."""
+        return self.with_env(BENCH_FINISH_BATCH=str(size))
+
+    def through_port(self, port):
+        """The same PostgreSQL database, reached through another port of 127.0.0.1 (a proxy's)."""
+        return self.with_env(BENCH_PG_HOST="127.0.0.1", BENCH_PG_PORT=str(port))
+
+    def with_queue_database(self, name):
+        """A new database ``name`` on the same cluster for the queue's tables, routed there; the application's stay here.
+
+        Processes that connect without Django (the baseline, the benchmark's
+        own) reach the queue's database.
+        """
+        with contextlib.closing(self.connect()) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        return self.with_env(BENCH_PG_NAME=name, BENCH_APP_PG_NAME=self.env["BENCH_PG_NAME"])
+
+    @property
+    def queue_apart(self):
+        """Whether the queue's tables are in a database of their own, Django's alias "queue"."""
+        return "BENCH_APP_PG_NAME" in self.env
 
     def with_signal_sends_off(self):
         """The same database, for an engine whose django_toosimple_q signals are never sent (not even checked for receivers)."""
-        return Database({**self.env, "BENCH_SIGNAL_SENDS_OFF": "1"})
+        return self.with_env(BENCH_SIGNAL_SENDS_OFF="1")
 
     def connect(self):
         """A new DB-API connection in autocommit mode, set up as Django sets up its own."""

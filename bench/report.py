@@ -23,6 +23,11 @@ def _number(value):
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
+def _ratio(row):
+    # A count that must be 0 has no ratio.
+    return f"{row.ratio:.2f}x" if row.baseline else ""
+
+
 def _target(row):
     if not row.target:
         return ""
@@ -31,7 +36,7 @@ def _target(row):
 
 def format_table(rows):
     cells = [HEADERS] + [
-        (row.database, row.figure, _number(row.engine), _number(row.baseline), f"{row.ratio:.2f}x", _target(row))
+        (row.database, row.figure, _number(row.engine), _number(row.baseline), _ratio(row), _target(row))
         for row in rows
     ]
     widths = [max(len(line[column]) for line in cells) for column in range(len(HEADERS))]

@@ -1,9 +1,9 @@
 """What the task table holds before and after each measurement, in raw SQL.
 
 Rows are copies of a template: one row written by the engine's own queue(),
-saved aside in a table of its own. Copying it server-side fills the 100,000
-rows of the history scenario in a second or two, and stays right whatever
-columns the model gains: no column is named here but those a scenario sets.
+saved aside in a table of its own. Copying it server-side fills the 1,000,000
+rows of the history scenario in seconds, and stays right whatever columns
+the model gains: no column is named here but those a scenario sets.
 """
 
 import json
@@ -15,12 +15,18 @@ TEMPLATE = "bench_template"
 # The tasks of bench/tasks.py, by the names the engine registers them under.
 NOOP = "bench.tasks.noop"
 STAMP = "bench.tasks.stamp"
+COUNTED = "bench.tasks.counted"
 
 # The columns of a noop queued through Django's task framework (the backend's "default" alias).
 FRAMEWORK_NOOP = {"task_name": "bench.tasks.framework_noop", "backend": "default"}
 
 # The baseline's pickup wake-up on PostgreSQL: the enqueuer notifies it.
 CHANNEL = "bench_baseline"
+
+
+def decoded(value):
+    """A JSON column's value: psycopg decodes jsonb, SQLite keeps JSON as text."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 class Table:
@@ -41,28 +47,39 @@ class Table:
         cursor = self._execute(f"SELECT * FROM {TEMPLATE} LIMIT 0")
         self._template_columns = [column[0] for column in cursor.description if column[0] != "id"]
 
-    def _copy_template(self, columns):
-        """The column list and SELECT list that copy the template with ``columns`` set, and their parameters."""
+    def _copy_template(self, columns, computed=None):
+        """The column list and SELECT list that copy the template with ``columns`` set, and their parameters.
+
+        ``computed``: columns set to an SQL expression rather than a parameter.
+        """
         if self._template_columns is None:
             raise RuntimeError("save_template() first")
         names = self._template_columns
-        expressions = ["%s" if name in columns else name for name in names]
-        params = [columns[name] for name in names if name in columns]
+        computed = computed or {}
+        expressions = [computed.get(name, "%s" if name in columns else name) for name in names]
+        params = [columns[name] for name in names if name in columns and name not in computed]
         return ", ".join(names), ", ".join(expressions), params
 
-    def insert_copies(self, count, **columns):
-        """Insert ``count`` copies of the template with ``columns`` set, in one statement."""
-        names, expressions, params = self._copy_template(columns)
-        sql = (
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %s) "
-            f"INSERT INTO {TASKS} ({names}) SELECT {expressions} FROM {TEMPLATE}, n"
-        )
-        self._execute(sql, [count, *params])
+    def insert_copies(self, count, numbered=False, **columns):
+        """Insert ``count`` copies of the template with ``columns`` set, in one statement.
 
-    def reset(self, *, queued, finished=0, queued_as=None, waiting_elsewhere=(None, 0)):
+        ``numbered``: the arguments of the n-th copy are [n] (the counted task's).
+        """
+        postgres = self.db.vendor == "postgres"
+        numbers = {"args": "jsonb_build_array(n.i)" if postgres else "json_array(n.i)"}
+        names, expressions, params = self._copy_template(columns, numbers if numbered else None)
+        insert = f"INSERT INTO {TASKS} ({names}) SELECT {expressions} FROM {TEMPLATE}"
+        if postgres:
+            self._execute(f"{insert}, generate_series(1, %s) AS n(i)", [*params, count])
+        else:
+            numbering = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %s)"
+            self._execute(f"{numbering} {insert}, n", [count, *params])
+
+    def reset(self, *, queued, finished=0, queued_as=None, numbered=False, waiting_elsewhere=(None, 0)):
         """Leave ``finished`` SUCCEEDED rows, then ``queued`` QUEUED noop rows, and nothing else.
 
         ``queued_as``: other columns of the queued rows (FRAMEWORK_NOOP).
+        ``numbered``: the queued rows' arguments are [1], [2]... (COUNTED's).
         ``waiting_elsewhere``: (queue, count), count more QUEUED noop rows on that queue.
         """
         if self.db.vendor == "postgres":
@@ -75,7 +92,8 @@ class Table:
         if finished:
             self.insert_copies(finished, task_name=NOOP, state="SUCCEEDED", started=now, finished=now)
         if queued:
-            self.insert_copies(queued, **{"task_name": NOOP, "state": "QUEUED", "due": now, **(queued_as or {})})
+            columns = {"task_name": NOOP, "state": "QUEUED", "due": now, **(queued_as or {})}
+            self.insert_copies(queued, numbered, **columns)
         queue, count = waiting_elsewhere
         if count:
             self.insert_copies(count, task_name=NOOP, state="QUEUED", due=now, queue=queue)
@@ -124,10 +142,7 @@ class Table:
     def result_of(self, task_id):
         """The result of a SUCCEEDED row, or None while it has not succeeded."""
         row = self._execute(f"SELECT result FROM {TASKS} WHERE id = %s AND state = 'SUCCEEDED'", [task_id]).fetchone()
-        if row is None:
-            return None
-        # psycopg decodes jsonb; SQLite keeps JSON as text.
-        return json.loads(row[0]) if isinstance(row[0], str) else row[0]
+        return None if row is None else decoded(row[0])
 
     def worker_started(self, pid):
         """When the engine worker of process ``pid`` started its loop; None until it has."""

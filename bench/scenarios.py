@@ -8,15 +8,19 @@ max(finished). Both clocks are the machine's. Django's start-up is left out;
 connecting to the database is counted on both sides.
 """
 
+import contextlib
+import dataclasses
 import logging
+import os
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 
-from bench import baseline, latency, processes
+from bench import baseline, latency, processes, proxy, runs
 from bench.database import to_epoch
 from bench.report import Row
-from bench.rows import FRAMEWORK_NOOP, NOOP, STAMP, Table
+from bench.rows import COUNTED, FRAMEWORK_NOOP, NOOP, STAMP, Table
 
 logger = logging.getLogger("bench")
 
@@ -25,6 +29,19 @@ THREADS = 8
 
 # Rows per INSERT of queue_many(), which the bulk baseline does the same way.
 ROWS_PER_INSERT = 40
+
+# What runs a drain: the engine's worker, the baseline (an UPDATE and a commit
+# per outcome), or the baseline that commits its outcomes as group commit does.
+ENGINE, BASELINE, BATCHED = "engine", "baseline", "batched baseline"
+
+# Issue 14's targets for the 8-thread drain, against the per-task baseline.
+GROUP_COMMIT_TARGETS = {"sqlite": 1.5, "postgres": 1.2}
+
+# The scale scenario's numbers of worker processes, each with THREADS threads.
+WORKER_PROCESSES = (1, 2, 4)
+
+# The remote scenario's delay of each chunk, each way: a 1 ms round trip.
+ONE_WAY_DELAY = 0.0005
 
 
 @dataclass(frozen=True)
@@ -36,17 +53,22 @@ class Config:
     repeat: int  # runs of each throughput drain, of which the median is shown
     tick: float  # the idle poll interval of the pickup scenario's baseline (the engine's worker: its default)
     backlog: int  # tasks waiting in another queue for the backlog scenario
+    scale: int  # tasks drained by each number of worker processes in the scale scenario
     only: tuple = ()  # the scenarios to run (names of SCENARIOS); empty: all
 
 
 @dataclass(frozen=True)
 class Drain:
     rate: float  # tasks/s
-    peak_rss_mb: float
+    peak_rss_mb: float  # the largest of its processes'
+    twice: int = 0  # counted tasks that ran more than once
 
 
 # What --only chooses from, in the order they run.
-SCENARIOS = ("enqueue", "drain", "framework", "signals", "pickup", "history", "memory", "backlog")
+SCENARIOS = ("enqueue", "drain", "framework", "signals", "pickup", "history", "memory", "backlog", "scale", "remote", "routed")
+
+# Those that need a database server: skipped on SQLite.
+POSTGRES_ONLY = ("scale", "remote", "routed")
 
 # The queue whose deep backlog the backlog scenario's workers must not feel.
 BULK = "bulk"
@@ -63,17 +85,12 @@ class Scenarios:
         self.table = None
 
     def run(self):
-        logger.info("%s: migrating", self.db.vendor)
-        processes.run(processes.manage("migrate", "--verbosity", "0"), self.db)
-        connection = self.db.connect()
-        try:
-            self.table = Table(self.db, connection)
+        with self.opened():
             if self.runs("enqueue"):
                 self.enqueue_rate()
-            else:  # the rows of the other scenarios are copies of a row queue() wrote
-                processes.run(processes.client("enqueue", "1"), self.db)
-                self.table.save_template()
-            needs_drain = self.runs("drain") or self.runs("framework") or self.runs("history")
+            else:
+                self.save_template()
+            needs_drain = any(self.runs(scenario) for scenario in ("drain", "framework", "history", "routed"))
             empty = self.drain_rate() if needs_drain else None
             if self.runs("framework"):
                 self.framework_drain(empty)
@@ -87,11 +104,33 @@ class Scenarios:
                 self.memory()
             if self.runs("backlog"):
                 self.backlog_pickup()
-        finally:
-            connection.close()
+            if self.runs("scale"):
+                self.scale()
+            if self.runs("remote"):
+                self.remote_database()
+            if self.runs("routed"):
+                self.queue_database_apart(empty)
         return self.rows
 
+    @contextlib.contextmanager
+    def opened(self):
+        """The database migrated, and self.table on a connection of its own meanwhile."""
+        logger.info("%s: migrating", self.db.vendor)
+        processes.run(processes.manage("migrate", "--verbosity", "0"), self.db)
+        if self.db.queue_apart:
+            processes.run(processes.manage("migrate", "--database", "queue", "--verbosity", "0"), self.db)
+        with contextlib.closing(self.db.connect()) as connection:
+            self.table = Table(self.db, connection)
+            yield
+
+    def save_template(self):
+        """The rows of the scenarios are copies of a row queue() wrote."""
+        processes.run(processes.client("enqueue", "1"), self.db)
+        self.table.save_template()
+
     def runs(self, scenario):
+        if scenario in POSTGRES_ONLY and self.db.vendor != "postgres":
+            return False
         return not self.config.only or scenario in self.config.only
 
     def add(self, figure, engine, baseline, target="", met=None):
@@ -117,63 +156,95 @@ class Scenarios:
 
     # 2. Drain.
 
-    def drain(self, side, tasks, threads, history=0, engine_db=None, queued_as=None):
-        """Run ``side`` ("engine" or "baseline") until ``tasks`` queued tasks are done."""
+    def drain(self, side, tasks, threads, history=0, db=None, queued_as=None, workers=1, counted=False):
+        """Run ``workers`` processes of ``side`` (ENGINE, BASELINE or BATCHED) until ``tasks`` queued tasks are done.
+
+        ``db``: the database as both sides' processes reach it, and the
+        engine's settings. ``counted``: the tasks are COUNTED ones, and the
+        Drain says how many ran twice.
+        """
         logger.info(
-            "%s: %s draining %s tasks on %s thread(s), %s finished rows", self.db.vendor, side, tasks, threads, history
+            "%s: %s x %s draining %s tasks on %s thread(s), %s finished rows",
+            self.db.vendor, workers, side, tasks, threads, history,
         )
-        self.table.reset(queued=tasks, finished=history, queued_as=queued_as)
-        if side == "engine":
-            command = processes.manage("worker", "--until_done", "--threads", str(threads))
-            finished = processes.run(command, engine_db or self.db)
-            started = to_epoch(self.table.worker_started(finished.pid))
+        if counted:
+            queued_as = {"task_name": COUNTED}
+        self.table.reset(queued=tasks, finished=history, queued_as=queued_as, numbered=counted)
+        with tempfile.TemporaryDirectory(prefix="toosimpleq-bench-runs-") as directory:
+            runs_path = os.path.join(directory, "runs")
+            env = (db or self.db).with_env(**{runs.VARIABLE: runs_path})
+            if side == ENGINE:
+                command = processes.manage("worker", "--until_done", "--threads", str(threads))
+            else:
+                command = processes.baseline("--threads", str(threads), *(["--batch"] if side == BATCHED else []))
+            finished = [processes.wait(process) for process in [processes.start(command, env) for _ in range(workers)]]
+            twice = self.count_twice(runs_path, tasks) if counted else 0
+        if side == ENGINE:
+            started = min(to_epoch(self.table.worker_started(process.pid)) for process in finished)
         else:
-            finished = processes.run(processes.baseline("--threads", str(threads)), self.db)
-            started = finished.json()["started"]
+            started = min(process.json()["started"] for process in finished)
         unfinished = self.table.count_unfinished()
         if unfinished:
             raise RuntimeError(f"{side} left {unfinished} task(s) not SUCCEEDED")
-        return Drain(tasks / (to_epoch(self.table.last_finished()) - started), finished.peak_rss_mb)
+        rate = tasks / (to_epoch(self.table.last_finished()) - started)
+        return Drain(rate, max(process.peak_rss_mb for process in finished), twice)
 
-    def drain_both(self, tasks, threads, history=0, repeat=None, engine_db=None, queued_as=None):
-        """The engine's and the baseline's Drain, each the median of ``repeat`` alternating runs.
+    @staticmethod
+    def count_twice(runs_path, tasks):
+        """The runs beyond the first recorded in ``runs_path``; raises if one of ``tasks`` never ran."""
+        counts = runs.read(runs_path)
+        if set(counts) != set(range(1, tasks + 1)):
+            raise RuntimeError(f"{tasks - len(counts)} counted task(s) never ran")
+        return sum(counts.values()) - len(counts)
+
+    def drains(self, tasks, threads, repeat=None, sides=(ENGINE, BASELINE), **options):
+        """The Drain of each of ``sides``, each the median of ``repeat`` alternating runs; ``options``: drain()'s.
 
         On a small shared machine one drain varies by some 20% from the next:
-        a median is what two figures can be compared on.
+        a median is what two figures can be compared on. Its ``twice`` counts
+        the tasks run twice in all the runs.
         """
-        runs = {"engine": [], "baseline": []}
+        runs_of = {side: [] for side in sides}
         for _ in range(repeat or self.config.repeat):
-            for side, drains in runs.items():
-                drains.append(self.drain(side, tasks, threads, history, engine_db, queued_as))
-        return [sorted(drains, key=lambda drain: drain.rate)[len(drains) // 2] for drains in runs.values()]
+            for side, drains in runs_of.items():
+                drains.append(self.drain(side, tasks, threads, **options))
+        medians = [sorted(drains, key=lambda drain: drain.rate)[len(drains) // 2] for drains in runs_of.values()]
+        return [
+            dataclasses.replace(median, twice=sum(drain.twice for drain in drains))
+            for median, drains in zip(medians, runs_of.values())
+        ]
 
     def drain_rate(self):
-        """Drains the empty table with 1 and 8 threads; returns the 8-thread Drains."""
+        """Drains the empty table with 1 and 8 threads; returns the 8-thread Drains of the engine and the baseline."""
         tasks = self.config.tasks
-        engine, raw = self.drain_both(tasks, 1)
-        self.add(f"drain {tasks:,} tasks, 1 thread (tasks/s)", engine.rate, raw.rate)
-        engine, raw = self.drain_both(tasks, THREADS)
-        ratio = engine.rate / raw.rate
-        self.add(f"drain {tasks:,} tasks, {THREADS} threads (tasks/s)", engine.rate, raw.rate, ">= 0.8x", ratio >= 0.8)
+        target = GROUP_COMMIT_TARGETS[self.db.vendor]
+        for threads in (1, THREADS):
+            engine, raw, batched = self.drains(tasks, threads, sides=(ENGINE, BASELINE, BATCHED))
+            figure = f"drain {tasks:,} tasks, {threads} thread{'s' if threads > 1 else ''} (tasks/s)"
+            if threads == THREADS:
+                self.add(figure, engine.rate, raw.rate, f">= {target}x", engine.rate >= target * raw.rate)
+                met = engine.rate >= 0.8 * batched.rate
+                self.add("  the same, baseline batched", engine.rate, batched.rate, ">= 0.8x", met)
+            else:
+                self.add(figure, engine.rate, raw.rate)
+                self.add("  the same, baseline batched", engine.rate, batched.rate)
         if self.db.vendor == "postgres":
             # Behind a pooler in transaction mode the engine prepares nothing
             # (TOOSIMPLEQ_PREPARED_STATEMENTS = False); the baseline still does.
-            unprepared, unprepared_raw = self.drain_both(
-                tasks, THREADS, engine_db=self.db.without_prepared_statements()
-            )
+            unprepared, unprepared_raw = self.drains(tasks, THREADS, db=self.db.without_prepared_statements())
             self.add("  the same, prepared statements off", unprepared.rate, unprepared_raw.rate)
         return engine, raw
 
     def framework_drain(self, native):
         """The 8-thread drain of tasks queued through django.tasks; ``native``: the Drains of the native API's."""
         tasks = self.config.tasks
-        engine, raw = self.drain_both(tasks, THREADS, queued_as=FRAMEWORK_NOOP)
+        engine, raw = self.drains(tasks, THREADS, queued_as=FRAMEWORK_NOOP)
         self.add(f"drain {tasks:,} django.tasks tasks, {THREADS} threads (tasks/s)", engine.rate, raw.rate)
         # The baseline runs both kinds of row alike: its ratio shows the noise.
         ratios = [framework.rate / drain.rate for framework, drain in zip((engine, raw), native)]
         self.add("  the same / queued with the native API", *ratios, ">= 0.90", ratios[0] >= 0.9)
         # Django's own receivers of task_started and task_finished log each task at INFO.
-        quiet, quiet_raw = self.drain_both(tasks, THREADS, queued_as=FRAMEWORK_NOOP, engine_db=self.db.with_quiet_task_log())
+        quiet, quiet_raw = self.drains(tasks, THREADS, queued_as=FRAMEWORK_NOOP, db=self.db.with_quiet_task_log())
         ratios = [framework.rate / drain.rate for framework, drain in zip((quiet, quiet_raw), native)]
         self.add("  the same, django.tasks logging at WARNING / native", *ratios)
 
@@ -187,7 +258,7 @@ class Scenarios:
         sent, off = [], []
         for _ in range(self.config.repeat):
             sent.append(self.drain("engine", tasks, THREADS).rate)
-            off.append(self.drain("engine", tasks, THREADS, engine_db=self.db.with_signal_sends_off()).rate)
+            off.append(self.drain("engine", tasks, THREADS, db=self.db.with_signal_sends_off()).rate)
         sent, off = statistics.median(sent), statistics.median(off)
         figure = f"drain {tasks:,} tasks, {THREADS} threads, signals to no receiver (tasks/s; baseline: sends patched off)"
         self.add(figure, sent, off, ">= 0.95x", sent / off >= 0.95)
@@ -259,7 +330,7 @@ class Scenarios:
     def history_cost(self, empty):
         history, tasks = self.config.history, self.config.tasks
         self.explain_claim()
-        engine, raw = self.drain_both(tasks, THREADS, history)
+        engine, raw = self.drains(tasks, THREADS, history=history)
         figure = f"drain {tasks:,} tasks, {THREADS} threads, {history:,} finished rows (tasks/s)"
         self.add(figure, engine.rate, raw.rate)
         kept = [with_history.rate / without.rate for with_history, without in zip((engine, raw), empty)]
@@ -281,8 +352,8 @@ class Scenarios:
     def memory(self):
         small, large = self.config.memory
         # A peak RSS hardly varies from run to run: one run each.
-        engine_small, raw_small = self.drain_both(small, THREADS, repeat=1)
-        engine_large, raw_large = self.drain_both(large, THREADS, repeat=1)
+        engine_small, raw_small = self.drains(small, THREADS, repeat=1)
+        engine_large, raw_large = self.drains(large, THREADS, repeat=1)
         self.add(f"worker peak RSS, {small:,} tasks (MB)", engine_small.peak_rss_mb, raw_small.peak_rss_mb)
         self.add(f"worker peak RSS, {large:,} tasks (MB)", engine_large.peak_rss_mb, raw_large.peak_rss_mb)
         growth = [
@@ -320,3 +391,79 @@ class Scenarios:
         self.table.reset(queued=samples + 1, waiting_elsewhere=(BULK, backlog))
         latencies = processes.run(processes.client("claim", str(samples), *worker_args), self.db).json()["latencies"]
         return statistics.median(latencies) * 1000
+
+    # 7. Scale: several worker processes on one PostgreSQL.
+
+    def scale(self):
+        """1, 2 and 4 processes of THREADS threads drain the same tasks; each task records its runs.
+
+        The aggregate rate must not fall as processes are added (no lock
+        convoy), and no task may run twice.
+        """
+        tasks = self.config.scale
+        twice = [0, 0]
+        for workers in WORKER_PROCESSES:
+            drains = self.drains(tasks, THREADS, workers=workers, counted=True)
+            named = f"{workers} process{'es' if workers > 1 else ''}"
+            self.add(f"drain {tasks:,} tasks, {named} x {THREADS} threads (tasks/s)", *(drain.rate for drain in drains))
+            if workers == 1:
+                alone = drains
+            else:
+                gain = [drain.rate / single.rate for drain, single in zip(drains, alone)]
+                self.add(f"  {workers} processes / 1 process", *gain, "no fall (>= 0.9, noise)", gain[0] >= 0.9)
+            twice = [total + drain.twice for total, drain in zip(twice, drains)]
+        self.add("  tasks run twice, in all the runs above", *twice, "0", twice[0] == 0)
+
+    # 8. A database on another machine.
+
+    def remote_database(self):
+        """The 8-thread drain through a proxy that delays each way by ONE_WAY_DELAY, without and with group commit.
+
+        Until the engine has TOOSIMPLEQ_FINISH_BATCH, both engine figures
+        are the same engine's.
+        """
+        tasks = self.config.tasks
+        with proxy.delaying(self.db.env["BENCH_PG_HOST"], int(self.db.env["BENCH_PG_PORT"]), ONE_WAY_DELAY) as port:
+            remote = self.db.through_port(port)
+            self.notes.append(self.round_trip_note(remote))
+            figure = f"drain {tasks:,} tasks, {THREADS} threads, {2 * ONE_WAY_DELAY * 1000:g} ms round trip"
+            single, raw = self.drains(tasks, THREADS, db=remote.with_finish_batch(1))
+            self.add(f"{figure}, FINISH_BATCH=1 (tasks/s)", single.rate, raw.rate)
+            grouped, batched = self.drains(tasks, THREADS, db=remote, sides=(ENGINE, BATCHED))
+            self.add(f"{figure}, group commit (tasks/s; baseline batched)", grouped.rate, batched.rate)
+            self.add("  group commit / FINISH_BATCH=1", grouped.rate / single.rate, batched.rate / raw.rate)
+
+    def round_trip_note(self, remote, samples=100):
+        """A note of the p50 of SELECT 1 on the direct connection and through ``remote``'s proxy."""
+        p50 = []
+        for db in (self.db, remote):
+            with contextlib.closing(db.connect()) as connection:
+                connection.execute("SELECT 1")  # connecting is not a round trip
+                latencies = []
+                for _ in range(samples):
+                    started = time.perf_counter()
+                    connection.execute("SELECT 1").fetchone()
+                    latencies.append(time.perf_counter() - started)
+            p50.append(statistics.median(latencies) * 1000)
+        return (
+            f"{self.db.vendor}: SELECT 1 round trip p50: {p50[0]:.2f} ms direct, "
+            f"{p50[1]:.2f} ms through the delaying proxy"
+        )
+
+    # 9. The queue in a database of its own.
+
+    def queue_database_apart(self, single):
+        """The 8-thread drain with the queue's tables routed to a database of their own.
+
+        ``single``: the engine's and the baseline's Drains with the queue in the application's database.
+        """
+        tasks = self.config.tasks
+        apart = Scenarios(self.db.with_queue_database("bench_queue"), self.config)
+        with apart.opened():
+            apart.save_template()
+            engine, raw = apart.drains(tasks, THREADS)
+        figure = f"drain {tasks:,} tasks, {THREADS} threads, queue in a database of its own (tasks/s)"
+        self.add(figure, engine.rate, raw.rate)
+        # The baseline does the same in both: its ratio shows the noise.
+        ratios = [apart.rate / alone.rate for apart, alone in zip((engine, raw), single)]
+        self.add("  the same / queue in the application's database", *ratios)

@@ -4,7 +4,11 @@ import os
 
 from bench.database import Database
 
-DATABASES = {"default": Database(os.environ).django_settings()}
+DATABASES = Database(os.environ).django_databases()
+# Database.with_queue_database(): the queue's tables in a database of their
+# own, through the router the README shows.
+if "queue" in DATABASES:
+    DATABASE_ROUTERS = ["tests.routers.QueueRouter"]
 INSTALLED_APPS = ["django_toosimple_q", "bench"]
 SECRET_KEY = "django-toosimple-q-bench-not-secret"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -27,3 +31,7 @@ if os.environ.get("BENCH_SIGNAL_SENDS_OFF"):
     from django_toosimple_q import signals
 
     signals.send = lambda signal, sender, **kwargs: None
+
+# Database.with_finish_batch(): at most this many outcomes in one commit (1: no group commit).
+if os.environ.get("BENCH_FINISH_BATCH"):
+    TOOSIMPLEQ_FINISH_BATCH = int(os.environ["BENCH_FINISH_BATCH"])

@@ -7,6 +7,7 @@ try:
 except ImportError:  # Django 5.2: the backport
     from django_tasks import task
 
+from bench import runs
 from django_toosimple_q.decorators import register_task
 
 
@@ -24,3 +25,9 @@ def stamp():
 @task
 def framework_noop():
     """noop, written with Django's task framework."""
+
+
+@register_task()
+def counted(number):
+    """noop that records its run (bench/runs.py): the scale scenario counts the tasks run twice."""
+    runs.record(number)

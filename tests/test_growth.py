@@ -13,9 +13,8 @@ from django.db import connection
 from django.test import TransactionTestCase
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
-from django.utils import timezone
 
-from django_toosimple_q.models import ScheduleExec, TaskExec, WorkerStatus
+from django_toosimple_q.models import ScheduleExec, WorkerStatus
 from django_toosimple_q.worker.claiming import QueueFilter
 
 from . import test_admin_scale
