@@ -109,11 +109,11 @@ def requeue(execution, **changes):
     not those of a call queued now. None when its task is unique and the
     same call already waits: that one stands for this run.
     """
-    from .registry import tasks_registry
+    from .registry import task_of_row
 
     now = timezone.now()
     encoded_args, encoded_kwargs = serialization.encode_call(execution.args, execution.kwargs)
-    task = tasks_registry.get(execution.task_name)
+    task = task_of_row(execution.task_name, execution.backend)
     row = WaitingRow(
         execution.task_name, execution.args, execution.kwargs, execution.queue, execution.priority, States.QUEUED,
         now, now, execution.retries, execution.retry_delay, execution.attempt + 1,
