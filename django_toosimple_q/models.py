@@ -25,25 +25,6 @@ class TaskExecQuerySet(models.QuerySet):
         )
 
 
-def column_adapter(field):
-    """How a value of TaskExec's ``field`` becomes what the database driver takes.
-
-    Returns ``adapt(value, connection)``, or None when the value goes as it
-    is. The workers write these columns for every task, and only some need
-    the field's own machinery: text goes as it is, datetimes come as Django
-    makes them (timezone.now()), a foreign key as the primary key it holds.
-    """
-    if isinstance(field, (models.CharField, models.TextField)):
-        return None
-    if isinstance(field, models.DateTimeField):
-        return _adapt_datetime
-    return field.get_db_prep_save
-
-
-def _adapt_datetime(value, connection):
-    return connection.ops.adapt_datetimefield_value(value)
-
-
 def queue_database():
     """The alias of the database that holds the queue's tables, as Django's routers say.
 

@@ -26,14 +26,14 @@ import warnings
 from typing import NamedTuple
 
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, connections, transaction
+from django.db import IntegrityError, OperationalError, connections, models, transaction
 from django.db.models import Exists, OuterRef
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from . import conf, serialization, signals, wakeup
-from .models import TaskExec, column_adapter, dedup_key, distinct_values, queue_database
+from .models import TaskExec, dedup_key, distinct_values, queue_database
 from .worker.backoff import Backoff
 
 logger = logging.getLogger("django_toosimple_q")
@@ -669,6 +669,25 @@ def _finish_alike(database, names, endings):
         values = zip(outcome.values(), adapters)
         params += (value if adapt is None else adapt(value, database) for value, adapt in values)
     return _run(database, sql, params, _fetchall)
+
+
+def column_adapter(field):
+    """How a value of TaskExec's ``field`` becomes what the database driver takes.
+
+    Returns ``adapt(value, connection)``, or None when the value goes as it
+    is. The workers write these columns for every task, and only some need
+    the field's own machinery: text goes as it is, datetimes come as Django
+    makes them (timezone.now()), a foreign key as the primary key it holds.
+    """
+    if isinstance(field, (models.CharField, models.TextField)):
+        return None
+    if isinstance(field, models.DateTimeField):
+        return _adapt_datetime
+    return field.get_db_prep_save
+
+
+def _adapt_datetime(value, connection):
+    return connection.ops.adapt_datetimefield_value(value)
 
 
 @functools.lru_cache(maxsize=1024)
