@@ -207,11 +207,7 @@ def _store(claimed, worker_id, give_up, outcome, together=None):
     if together is not None and not retrying:
         stored = together.write((claimed, worker_id, outcome))
         if stored is not None:
-            if stored:
-                signals.send(signals.task_finished, TaskExec, execution=claimed, worker_id=worker_id, outcome=outcome)
-            else:
-                _warn_taken(claimed, worker_id)
-            return stored
+            return _said(claimed, worker_id, outcome, stored)
     alone = _finish_and_retry if retrying else _finish
     try:
         return _store_through_outages(alone, claimed, worker_id, give_up, outcome)
@@ -243,9 +239,21 @@ def _store_through_outages(write, claimed, worker_id, give_up, outcome):
             connections.close_all()
             time.sleep(backoff.next_delay())
         else:
-            if stored:
-                signals.send(signals.task_finished, TaskExec, execution=claimed, worker_id=worker_id, outcome=outcome)
-            return stored
+            return _said(claimed, worker_id, outcome, stored)
+
+
+def _said(claimed, worker_id, outcome, stored):
+    """``stored``, once told: task_finished when the outcome was stored, a warning when the row was taken."""
+    if stored:
+        signals.send(signals.task_finished, TaskExec, execution=claimed, worker_id=worker_id, outcome=outcome)
+    else:
+        logger.warning(
+            "%s #%s was taken from this worker before it finished",
+            claimed.task_name,
+            claimed.id,
+            extra=log_extra(claimed, worker_id),
+        )
+    return stored
 
 
 def _is_outage(error):
@@ -269,19 +277,7 @@ def _unstorable(claimed, worker_id, outcome, error):
 
 
 def _finish(claimed, worker_id, outcome):
-    finished = store.finish(claimed.id, worker_id, outcome)
-    if not finished:
-        _warn_taken(claimed, worker_id)
-    return finished
-
-
-def _warn_taken(claimed, worker_id):
-    logger.warning(
-        "%s #%s was taken from this worker before it finished",
-        claimed.task_name,
-        claimed.id,
-        extra=log_extra(claimed, worker_id),
-    )
+    return store.finish(claimed.id, worker_id, outcome)
 
 
 def _finish_and_retry(claimed, worker_id, outcome):
