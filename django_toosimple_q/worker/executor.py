@@ -13,6 +13,7 @@ import inspect
 import logging
 import time
 import traceback
+from typing import NamedTuple
 
 from django.db import DatabaseError, InterfaceError, connections, router, transaction
 from django.utils import timezone
@@ -33,21 +34,23 @@ States = TaskExec.States
 PREVIEW_LENGTH = TaskExec._meta.get_field("result_preview").max_length
 
 
-def execute(claimed, worker_id, give_up=lambda: True, watch=None, together=None):
+def execute(claimed, worker_id, give_up=lambda: True, watch=None, together=None, ended=None):
     """Run ``claimed`` (a ClaimedTask) in this thread and store how it ended.
 
     When the database is away, storing the outcome is tried again until it
     is back or ``give_up()`` is true. ``watch`` (a timeouts.Watch) ends the
     task at its timeout; once it abandoned this thread, the outcome is
     stored from another one (``store_timed_out``) and this one stores nothing.
-    ``together``: the worker's GroupCommit (see ``group_commit()``), or None
-    to store the outcome alone. Returns the state stored and the run time in
-    seconds; None when nothing was stored.
+    ``together``: the worker's GroupCommit (see ``group_commit()``), which
+    this thread hands the outcome over to, or None to store it at once.
+    ``ended(state, seconds)``, if given, is called once the outcome is
+    stored (by the thread that stores it) with the state stored and the run
+    time; not when the row was taken from this worker meanwhile.
     """
     started = time.monotonic()
-    stored = None
+    on_stored = None
     try:
-        run, stored = _runner(claimed, worker_id)
+        run, on_stored = _runner(claimed, worker_id)
     except LookupError as error:
         logger.error("%s (execution #%s)", error, claimed.id, extra=log_extra(claimed, worker_id))
         outcome = {"state": States.INVALID, "error": str(error)}
@@ -61,22 +64,37 @@ def execute(claimed, worker_id, give_up=lambda: True, watch=None, together=None)
         if watch is not None and watch.abandoned:
             # Its outcome is stored already, and the worker no longer counts this thread.
             connections.close_all()
-            return None
+            return
         outcome["stdout"], outcome["stderr"] = output.stdout, output.stderr
         # Before the outcome is written: a connection the task left in a
         # transaction would take the outcome into it, and roll it back.
         recycle_connections()
     outcome["finished"] = timezone.now()
-    if not _store(claimed, worker_id, give_up, outcome, together):
-        return None
-    if stored is not None:
-        stored(outcome)
     duration = time.monotonic() - started
-    # DEBUG, as the line before: one line per task would slow a busy worker.
+    _store(Ending(claimed, worker_id, outcome, give_up, functools.partial(_stored, on_stored, ended, duration)), together)
+
+
+def _stored(on_stored, ended, duration, ending):
+    """What follows the storing of ``ending``'s outcome: ``on_stored`` (a django.tasks run's), ``ended``, the log line."""
+    claimed, worker_id, outcome = ending.claimed, ending.worker_id, ending.outcome
+    if on_stored is not None:
+        on_stored(outcome)
+    if ended is not None:
+        ended(outcome["state"], duration)
+    # DEBUG, as the line before the run: one line per task would slow a busy worker.
     if logger.isEnabledFor(logging.DEBUG):
         extra = log_extra(claimed, worker_id, duration)
         logger.debug("%s #%s %s in %.3fs", claimed.task_name, claimed.id, outcome["state"], duration, extra=extra)
-    return outcome["state"], duration
+
+
+class Ending(NamedTuple):
+    """An outcome to store, and what to do once it is stored: ``then(ending)``."""
+
+    claimed: object
+    worker_id: int
+    outcome: dict
+    give_up: object  # give_up(): whether to stop retrying through an outage
+    then: object
 
 
 def log_extra(execution, worker_id, duration=None):
@@ -94,23 +112,36 @@ def log_extra(execution, worker_id, duration=None):
     }
 
 
-def store_timed_out(claimed, worker_id, seconds, give_up=lambda: True, together=None):
-    """Store that ``claimed`` timed out, its thread abandoned: what that thread will not store."""
+def store_timed_out(claimed, worker_id, seconds, give_up=lambda: True, together=None, ended=None):
+    """Store that ``claimed`` timed out, its thread abandoned: what that thread will not store.
+
+    ``together`` and ``ended`` as for ``execute``.
+    """
     outcome = _timed_out(seconds, ": its thread was stuck and is abandoned")
     outcome["finished"] = timezone.now()
-    return (States.FAILED, seconds) if _store(claimed, worker_id, give_up, outcome, together) else None
+    _store(Ending(claimed, worker_id, outcome, give_up, functools.partial(_stored, None, ended, seconds)), together)
 
 
 def group_commit():
-    """What a worker's threads write their outcomes through: a GroupCommit, or None (TOOSIMPLEQ_FINISH_BATCH = 1)."""
+    """What a worker's threads hand their outcomes over to: a GroupCommit, or None (TOOSIMPLEQ_FINISH_BATCH = 1)."""
     most = conf.FINISH_BATCH
-    return GroupCommit(_finish_together, most) if most > 1 else None
+    return GroupCommit(_store_together, most) if most > 1 else None
 
 
-def _finish_together(endings):
-    """Store the (claimed, worker_id, outcome) ``endings`` in one transaction; for each, whether it was stored."""
-    stored = store.finish_many([(claimed.id, worker_id, outcome) for claimed, worker_id, outcome in endings])
-    return [claimed.id in stored for claimed, _, _ in endings]
+def _store_together(endings):
+    """Store the outcomes of ``endings`` in one transaction; when the database refuses it, each alone."""
+    try:
+        stored = store.finish_many([(ending.claimed.id, ending.worker_id, ending.outcome) for ending in endings])
+    except Exception as error:
+        logger.debug("%s outcomes could not be written together (%s): each is written alone", len(endings), error)
+        for ending in endings:
+            try:
+                _store_alone(ending)
+            except Exception:
+                logger.exception("could not store the outcome of %s #%s", ending.claimed.task_name, ending.claimed.id)
+        return
+    for ending in endings:
+        _said(ending, ending.claimed.id in stored)
 
 
 def _run_watched(run, watch):
@@ -190,43 +221,52 @@ def preview(value):
     return text if len(text) <= PREVIEW_LENGTH else text[: PREVIEW_LENGTH - 1] + "…"
 
 
-def _store(claimed, worker_id, give_up, outcome, together=None):
-    """Store ``outcome``, and queue the next try of a failure that has retries left.
+def _store(ending, together=None):
+    """Store ``ending``'s outcome, and queue the next try of a failure that has retries left.
 
-    With the outcomes of other threads when ``together`` is given, else (or
-    when their batch was refused) alone. Anything but an outage that goes
-    wrong (the database refuses a value, the next try's due time overflows)
-    would go wrong again: the row ends with the reason instead, never left
-    PROCESSING for another worker to run again. Returns whether it was
-    stored (not when the row was taken from this worker).
+    Handed over to ``together`` when given, to be written with the outcomes
+    of other threads; else at once, in this thread. A retry is queued in
+    its failure's transaction, and undone with it when the fence refuses
+    the failure: it is stored alone.
     """
+    claimed, outcome = ending.claimed, ending.outcome
     retries = outcome.get("retries", claimed.retries)  # an outcome may rule out any retry
     retrying = outcome["state"] == States.FAILED and retries != 0
-    # A retry is queued in its failure's transaction, and undone with it when
-    # the fence refuses the failure: it is stored alone.
     if together is not None and not retrying:
-        stored = together.write((claimed, worker_id, outcome))
-        if stored is not None:
-            return _said(claimed, worker_id, outcome, stored)
-    alone = _finish_and_retry if retrying else _finish
+        together.hand_over(ending)
+    else:
+        _store_alone(ending, _finish_and_retry if retrying else _finish)
+
+
+def _store_alone(ending, write=None):
+    """Store ``ending``'s outcome with ``write`` (by default ``_finish``), through outages.
+
+    Anything but an outage that goes wrong (the database refuses a value,
+    the next try's due time overflows) would go wrong again: the row ends
+    with the reason instead, never left PROCESSING for another worker to
+    run again.
+    """
     try:
-        return _store_through_outages(alone, claimed, worker_id, give_up, outcome)
+        stored = _store_through_outages(write or _finish, ending)
     except Exception as error:
         if _is_outage(error):
             raise  # given up: the worker stops, and its row is interrupted
-        instead = _unstorable(claimed, worker_id, outcome, error)
-        return _store_through_outages(_finish, claimed, worker_id, give_up, instead)
+        instead = _unstorable(ending.claimed, ending.worker_id, ending.outcome, error)
+        ending = ending._replace(outcome=instead)
+        stored = _store_through_outages(_finish, ending)
+    _said(ending, stored)
 
 
-def _store_through_outages(write, claimed, worker_id, give_up, outcome):
+def _store_through_outages(write, ending):
     """``write(claimed, worker_id, outcome)``, tried again while the database is away, until ``give_up()``."""
+    claimed, worker_id = ending.claimed, ending.worker_id
     backoff = Backoff()
     while True:
         try:
             with savepoint_in_callers_transaction():
-                stored = write(claimed, worker_id, outcome)
+                return write(claimed, worker_id, ending.outcome)
         except (DatabaseError, InterfaceError) as error:
-            if not errors.is_transient(error) or give_up():
+            if not errors.is_transient(error) or ending.give_up():
                 raise
             logger.warning(
                 "could not store the outcome of %s #%s (%s); retrying",
@@ -238,14 +278,14 @@ def _store_through_outages(write, claimed, worker_id, give_up, outcome):
             # A broken connection is only replaced once closed.
             connections.close_all()
             time.sleep(backoff.next_delay())
-        else:
-            return _said(claimed, worker_id, outcome, stored)
 
 
-def _said(claimed, worker_id, outcome, stored):
-    """``stored``, once told: task_finished when the outcome was stored, a warning when the row was taken."""
+def _said(ending, stored):
+    """Once ``ending``'s outcome was written: task_finished and what follows when stored, a warning when the row was taken."""
+    claimed, worker_id = ending.claimed, ending.worker_id
     if stored:
-        signals.send(signals.task_finished, TaskExec, execution=claimed, worker_id=worker_id, outcome=outcome)
+        signals.send(signals.task_finished, TaskExec, execution=claimed, worker_id=worker_id, outcome=ending.outcome)
+        ending.then(ending)
     else:
         logger.warning(
             "%s #%s was taken from this worker before it finished",
@@ -253,7 +293,6 @@ def _said(claimed, worker_id, outcome, stored):
             claimed.id,
             extra=log_extra(claimed, worker_id),
         )
-    return stored
 
 
 def _is_outage(error):

@@ -136,7 +136,7 @@ class Run:
         object.__setattr__(result, "status", status)
         object.__setattr__(result, "finished_at", outcome["finished"])
         if status == TaskResultStatus.SUCCESSFUL:
-            object.__setattr__(result, "_return_value", outcome["result"])
+            object.__setattr__(result, "_return_value", outcome.get("result"))
         if outcome.get("error_class"):
             result.errors.append(TaskError(exception_class_path=outcome["error_class"], traceback=outcome["error"]))
         if self.error is None:

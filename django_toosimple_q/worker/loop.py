@@ -7,6 +7,7 @@ embedded mode decide how a stop is asked for, and call ``stop()``.
 """
 
 import datetime
+import functools
 import logging
 import math
 import os
@@ -94,7 +95,7 @@ class Worker:
         self.abandoned_threads = 0
         self._stuck = set()  # the futures of abandoned threads still in their task
         self.counters = RunCounters()
-        self._together = executor.group_commit()  # how the pool's threads store outcomes
+        self._together = executor.group_commit()  # what the pool's threads hand their outcomes over to
         # Tasks whose last run was interrupted, claimed, waiting to run alone;
         # and the future of the one running alone.
         self._held = []
@@ -341,6 +342,8 @@ class Worker:
             self._poll()
             self._next_poll = now + self.tick
         next_deadline = self._enforce_timeouts(pool)
+        if self._stopping.is_set():
+            return True  # stop() came while the loop looked: a stopping worker claims nothing
         free = 0 if self._isolating() else min(self.threads - self.running_count, self._budget_left())
         claimed = self._hold_suspects(store.claim(self.status.pk, free, self.queue_filter))
         if self._submit_all(pool, claimed) is None:
@@ -427,14 +430,16 @@ class Worker:
 
     def _execute(self, task, watch):
         try:
-            ended = executor.execute(
-                task, self.status.pk, give_up=self._stopping_now, watch=watch, together=self._together
+            executor.execute(
+                task,
+                self.status.pk,
+                give_up=self._stopping_now,
+                watch=watch,
+                together=self._together,
+                ended=functools.partial(self.counters.record, task.queue),
             )
         except Exception:
             logger.exception("could not store the outcome of %s #%s", task.task_name, task.id)
-        else:
-            if ended:
-                self.counters.record(task.queue, *ended)
 
     def _enforce_timeouts(self, pool):
         """End the tasks past their timeout, abandon the threads stuck in them; returns the next deadline."""
@@ -478,14 +483,16 @@ class Worker:
 
     def _store_timed_out(self, task, seconds):
         try:
-            ended = executor.store_timed_out(
-                task, self.status.pk, seconds, give_up=self._stopping_now, together=self._together
+            executor.store_timed_out(
+                task,
+                self.status.pk,
+                seconds,
+                give_up=self._stopping_now,
+                together=self._together,
+                ended=functools.partial(self.counters.record, task.queue),
             )
         except Exception:
             logger.exception("could not store the outcome of %s #%s", task.task_name, task.id)
-        else:
-            if ended:
-                self.counters.record(task.queue, *ended)
 
     def _stopping_now(self):
         """Whether the grace period is over: outcomes not yet stored are abandoned."""
