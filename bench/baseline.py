@@ -61,7 +61,9 @@ BODIES = {
 
 def claim_sql(db):
     """The engine's claim statement (django_toosimple_q/store.py), parameters: started, worker_id, limit."""
-    select = f"SELECT id FROM {rows.TASKS} WHERE state = 'QUEUED' ORDER BY priority DESC, due, id LIMIT %s"
+    # SQLite is told the index, as in the engine: it has no statistics to choose it by.
+    indexed_by = " INDEXED BY toosimpleq_claim_idx" if db.vendor == "sqlite" else ""
+    select = f"SELECT id FROM {rows.TASKS}{indexed_by} WHERE state = 'QUEUED' ORDER BY priority DESC, due, id LIMIT %s"
     if db.vendor == "postgres":
         # As in the engine: the subquery of ARRAY() runs once, where PostgreSQL
         # may run an IN (subquery) again per row, locking and claiming more.

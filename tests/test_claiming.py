@@ -303,6 +303,21 @@ class ClaimPlanTests(TransactionTestCase):
                 self.assertRegex(plan, "toosimpleq_(queue_)?claim_idx")
                 self.assertNotRegex(plan, r"SCAN \S*toosimpleq_taskexec\b(?! USING)")
 
+    @skipUnless(connection.vendor == "sqlite", "SQLite's EXPLAIN QUERY PLAN")
+    def test_sqlite_claim_uses_the_partial_index_without_statistics(self):
+        # Django never runs ANALYZE: most SQLite databases have no statistics,
+        # and the planner would then read every QUEUED row and sort them.
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM sqlite_stat1")
+            cursor.execute("ANALYZE sqlite_schema")  # the planner forgets the statistics
+        plan = self.claim_plan("EXPLAIN QUERY PLAN", QueueFilter())
+        self.assertIn("SCAN toosimpleq_taskexec USING INDEX toosimpleq_claim_idx", plan)
+        self.assertNotIn("TEMP B-TREE", plan)
+        for queue_filter in (QueueFilter(("default",)), QueueFilter(excluded=("other",))):
+            with self.subTest(queue_filter=queue_filter):
+                plan = self.claim_plan("EXPLAIN QUERY PLAN", queue_filter)
+                self.assertIn("SEARCH toosimpleq_taskexec USING INDEX toosimpleq_queue_claim_idx (queue=?)", plan)
+
 
 @skipUnless(
     connection.vendor == "postgresql" and connection.Database.__name__ == "psycopg",
