@@ -10,9 +10,13 @@ allows: the engine's figures are measured against it.
 
 With --batch it commits outcomes as group commit does: a thread that ends a
 task hands its outcome over and is free; unless another thread is writing,
-it writes, in one transaction, what was handed over (one UPDATE ... FROM
-(VALUES ...) on PostgreSQL, one executemany on SQLite), then what was handed
-over meanwhile. A lone outcome waits for nothing.
+it writes, in one transaction, what was handed over (at most MOST outcomes:
+one UPDATE ... FROM (VALUES ...) on PostgreSQL, one executemany on SQLite),
+then what was handed over meanwhile. A lone outcome waits for nothing. Its
+rows are stamped ``finished`` when written: the drain, timed to the last
+``finished``, ends once every outcome is committed, however far the writer
+fell behind the tasks (on SQLite it may sleep in the busy handler while the
+claims go on, and be left with thousands of outcomes to write).
 
 Without --serve it drains the table and exits, printing {"started": EPOCH},
 when its loop started (before connecting, as the engine's clock does). With
@@ -49,6 +53,9 @@ FINISH_VALUES = (
     "WHERE task.id = outcome.id AND task.state = 'PROCESSING' AND task.worker_id = outcome.worker_id"
 )
 FINISH_VALUES_ROW = "(%s::timestamptz, %s::jsonb, %s, %s::bigint, %s::bigint)"
+
+# Outcomes written in one transaction at most: the engine's TOOSIMPLEQ_FINISH_BATCH by default.
+MOST = 50
 
 # The task bodies, by name: what the engine's registry would run.
 BODIES = {
@@ -186,7 +193,7 @@ class Baseline:
         while not self.handed_over.empty() and self.writing.acquire(blocking=False):
             try:
                 batch = []
-                while not self.handed_over.empty():
+                while len(batch) < MOST and not self.handed_over.empty():
                     batch.append(self.handed_over.get())
                 if batch:  # another writer may have taken it between our look and our lock
                     self.write(batch)
@@ -194,8 +201,10 @@ class Baseline:
                 self.writing.release()
 
     def write(self, outcomes):
-        """The outcomes in one transaction, each UPDATE fenced as FINISH is."""
+        """The outcomes in one transaction, each UPDATE fenced as FINISH is, and stamped finished now."""
         connection = self.connection()
+        now = self.db.now()
+        outcomes = [[now, *outcome[1:]] for outcome in outcomes]
         if self.db.vendor == "postgres":
             values = ", ".join([FINISH_VALUES_ROW] * len(outcomes))
             connection.execute(FINISH_VALUES.format(values=values), [value for row in outcomes for value in row])
