@@ -16,9 +16,10 @@ signals) and these keyword arguments:
 - ``worker_started`` and ``worker_stopped``: ``status``, the worker's
   WorkerStatus (``exit_code`` set on stop).
 
-Receivers of task signals run in the worker's thread of that task. A
-receiver that raises is logged and changes nothing else: not the task's
-outcome, not the other receivers.
+Receivers of task signals run in a thread of the worker: task_started in
+the task's own, task_finished in the one that stored the outcome (under
+group commit, maybe another task's). A receiver that raises is logged and
+changes nothing else: not the task's outcome, not the other receivers.
 """
 
 import logging
