@@ -207,7 +207,10 @@ def _saved_executions(rows, ids, using):
     # Model.__init__ would cost more than storing the row: each is made as
     # unpickling makes one, unless something listens for the
     # initialisation of models.
-    new = _through_init if pre_init.has_listeners(TaskExec) or post_init.has_listeners(TaskExec) else _without_init
+    if pre_init.has_listeners(TaskExec) or post_init.has_listeners(TaskExec):
+        new = _through_init
+    else:
+        new = functools.partial(_without_init, _left_empty())
     executions = []
     for row, pk in zip(rows, ids):
         if pk is None:
@@ -219,13 +222,9 @@ def _saved_executions(rows, ids, using):
     return executions
 
 
-def _without_init(pk, row):
+def _without_init(empty, pk, row):
     execution = TaskExec.__new__(TaskExec)
-    attributes = execution.__dict__
-    attributes.update(_left_empty())
-    attributes.update(zip(_COLUMNS, row))
-    attributes["id"] = pk
-    execution._state = ModelState()
+    execution.__dict__ = {**empty, **dict(zip(_COLUMNS, row)), "id": pk, "_state": ModelState()}
     return execution
 
 
