@@ -5,6 +5,7 @@ expects): each change goes through an action that calls the engine, has its
 own permission, says what it did and leaves an entry in the admin history.
 """
 
+import datetime
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
@@ -442,29 +443,40 @@ class QueueOverviewAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         snapshot = stats.collect()
+        longest = stats.RECENT_WINDOWS[-1]
+        since = snapshot.taken_at - datetime.timedelta(minutes=longest)
         context = {
             **self.admin_site.each_context(request),
             "title": "Queue overview",
             "opts": self.model._meta,
             "stats": snapshot,
-            "states": TaskExec.States.choices,
-            "windows": stats.RECENT_WINDOWS,
-            "rows": [_overview_row(queue) for queue in snapshot.queues],
+            "live_states": [TaskExec.States(state).label for state in stats.LIVE_STATES],
+            "finished_states": [TaskExec.States(state).label for state in TaskExec.FINISHED_STATES],
+            "longest_window": longest,
+            "shorter_windows": stats.RECENT_WINDOWS[:-1],
+            "rows": [_overview_row(queue, since) for queue in snapshot.queues],
             **(extra_context or {}),
         }
         return TemplateResponse(request, "admin/toosimpleq/overview.html", context)
 
 
-def _overview_row(queue):
-    """What the overview shows of one queue, with links to its executions."""
+def _overview_row(queue, longest_since):
+    """What the overview shows of one queue, with links to its executions: those that ended since ``longest_since``."""
     changelist = reverse("admin:toosimpleq_taskexec_changelist")
+
+    def link(state, **lookups):
+        return f"{changelist}?{urlencode({'queue': queue.name, 'state__exact': state, **lookups})}"
+
+    ended = queue.ended_recently[stats.RECENT_WINDOWS[-1]]
     return {
         "name": queue.name,
         "counts": [
-            (state, count, f"{changelist}?{urlencode({'queue': queue.name, 'state__exact': state})}")
-            for state, count in queue.counts.items()
+            *((count, link(state)) for state, count in queue.counts.items()),
+            *((count, link(state, finished__gte=longest_since.isoformat())) for state, count in ended.items()),
         ],
         "oldest_waiting_age": timesince(queue.oldest_waiting) if queue.oldest_waiting else None,
-        "recent": [(queue.finished_recently[window], queue.failed_recently[window]) for window in stats.RECENT_WINDOWS],
+        "recent": [
+            (queue.finished_recently[window], queue.failed_recently[window]) for window in stats.RECENT_WINDOWS[:-1]
+        ],
         "workers_online": queue.workers_online,
     }

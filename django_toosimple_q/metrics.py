@@ -12,10 +12,11 @@ the bearer of TOOSIMPLEQ_METRICS_TOKEN::
 
     path("queue-metrics/", metrics_view)
 
-Gauges are read from the database at each scrape (``stats.collect()``).
-Counters come from the workers, each counting what it ran in its
-WorkerStatus row: the series of each worker only grows, and pruning old
-executions never sets one back.
+Gauges are read from the database at each scrape (``stats.collect()``):
+the executions waiting and running, never the finished history. Counters
+come from the workers, each counting what it ran in its WorkerStatus row:
+the series of each worker only grows, and pruning old executions never sets
+one back.
 """
 
 import hmac
@@ -26,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from . import conf, stats
-from .models import TaskExec, WorkerStatus
+from .models import WorkerStatus
 
 
 class QueueCollector:
@@ -35,15 +36,15 @@ class QueueCollector:
     def collect(self):
         snapshot = stats.collect()
         executions = GaugeMetricFamily(
-            "toosimpleq_executions", "Executions in the table, by queue and state", labels=["queue", "state"]
+            "toosimpleq_executions", "Executions waiting or running now, by queue and state", labels=["queue", "state"]
         )
         oldest = GaugeMetricFamily(
             "toosimpleq_oldest_waiting_seconds", "Age of the oldest waiting execution (0: none)", labels=["queue"]
         )
         online = GaugeMetricFamily("toosimpleq_workers_online", "Workers online that serve the queue", labels=["queue"])
         for queue in snapshot.queues:
-            for state in TaskExec.States.values:
-                executions.add_metric([queue.name, state], queue.counts[state])
+            for state, count in queue.counts.items():
+                executions.add_metric([queue.name, state], count)
             age = queue.oldest_waiting_age
             oldest.add_metric([queue.name], age.total_seconds() if age else 0)
             online.add_metric([queue.name], queue.workers_online)

@@ -154,8 +154,8 @@ class TaskExec(models.Model):
             # Finding the running rows of a dead worker.
             models.Index(fields=["worker"], name="toosimpleq_processing_idx", condition=models.Q(state="PROCESSING")),
             models.Index(fields=["task_name", "created"], name="toosimpleq_task_idx"),
-            # The admin and the statistics on big tables: the counts by queue
-            # and state and the distinct queues, the newest rows of a state,
+            # The admin and the statistics on big tables: the distinct queues
+            # and the filters by queue and state, the newest rows of a state,
             # the date hierarchy, the recent outcomes.
             models.Index(fields=["queue", "state"], name="toosimpleq_queue_state_idx"),
             models.Index(fields=["state", "id"], name="toosimpleq_state_idx"),

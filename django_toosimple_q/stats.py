@@ -31,13 +31,13 @@ RUN_TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 class QueueStats:
     """One queue.
 
-    ``counts`` maps every state (TaskExec.States) to its number of rows;
-    only those of LIVE_STATES when collected without the history.
-    ``oldest_waiting`` is the ``created`` time of the oldest QUEUED or
-    SLEEPING row, None when nothing waits; ``oldest_waiting_age`` its age.
-    ``finished_recently`` and ``failed_recently`` map each window of
-    RECENT_WINDOWS (minutes) to the rows that ended within it: in any
-    finished state, and in FAILED. ``workers_online`` counts the online
+    ``counts`` maps each of LIVE_STATES to its number of rows: exact, as
+    they are few. The finished rows are counted over recent windows only,
+    never over the whole history: ``ended_recently`` maps each window of
+    RECENT_WINDOWS (minutes) to the rows that ended within it, by finished
+    state (TaskExec.FINISHED_STATES). ``oldest_waiting`` is the ``created``
+    time of the oldest QUEUED or SLEEPING row, None when nothing waits;
+    ``oldest_waiting_age`` its age. ``workers_online`` counts the online
     workers that serve the queue. ``run_time_p50`` and ``run_time_p95`` are
     the median and 95th percentile run times (seconds) of the runs that
     ended in the longest window, as the upper bound of their bucket of
@@ -48,8 +48,7 @@ class QueueStats:
     counts: dict
     oldest_waiting: datetime.datetime | None
     oldest_waiting_age: datetime.timedelta | None
-    finished_recently: dict
-    failed_recently: dict
+    ended_recently: dict
     workers_online: int
     run_time_p50: float | None = None
     run_time_p95: float | None = None
@@ -57,6 +56,16 @@ class QueueStats:
     @property
     def waiting(self):
         return sum(self.counts[state] for state in TaskExec.WAITING_STATES)
+
+    @property
+    def finished_recently(self):
+        """The rows that ended within each window, in any finished state."""
+        return {window: sum(by_state.values()) for window, by_state in self.ended_recently.items()}
+
+    @property
+    def failed_recently(self):
+        """The rows that ended FAILED within each window."""
+        return {window: by_state[TaskExec.States.FAILED] for window, by_state in self.ended_recently.items()}
 
 
 @dataclass(frozen=True)
@@ -85,46 +94,45 @@ class Stats:
         return [queue for queue in self.queues if not names or queue.name in names]
 
 
-def collect(now=None, *, schedule_limit=10, queues=(), history=True):
+def collect(now=None, *, schedule_limit=10, queues=()):
     """Where the queues and schedules stand at ``now`` (default: now).
 
-    Six queries: the rows by queue and state, the QUEUED and the SLEEPING
-    rows by queue (their number and oldest), the rows finished recently,
-    the online workers and the active schedules. The queues are those that
-    have rows or that an online worker names, and ``queues``;
+    Six queries, each reading an index of the rows it counts, however long
+    the finished history is: the PROCESSING rows by queue, the QUEUED and
+    the SLEEPING rows by queue (their number and oldest), the rows finished
+    within the longest window, the online workers and the active schedules.
+    The queues are those that have rows waiting, running or ended within
+    the longest window, or that an online worker names, and ``queues``;
     ``schedule_limit`` bounds the schedules listed.
-
-    The count of the rows by queue and state reads every row. Without
-    ``history`` it counts the PROCESSING rows instead, and ``counts`` holds
-    the waiting and running states only: each query then reads an index of
-    those rows, however long the finished history is.
     """
     now = now or timezone.now()
-    counted = TaskExec.States.values if history else LIVE_STATES
-    counts = _counts_by_queue_and_state() if history else _counts_in_state(TaskExec.States.PROCESSING)
+    counts = {}
+    # Not their oldest: SQLite would find it by walking an index of every row's queue.
+    processing = TaskExec.objects.filter(state=TaskExec.States.PROCESSING).values_list("queue")
+    for queue, count in processing.annotate(rows=Count("*")).order_by():
+        counts.setdefault(queue, dict.fromkeys(LIVE_STATES, 0))[TaskExec.States.PROCESSING] = count
     oldest = {}
     for state in TaskExec.WAITING_STATES:
         # One state at a time, so that each query reads its partial index:
-        # SQLite reads both at once by walking every row of an index of queues.
-        rows = TaskExec.objects.filter(state=state).values_list("queue").annotate(rows=Count("*"), oldest=Min("created"))
-        for queue, count, created in rows.order_by():
-            counts.setdefault(queue, dict.fromkeys(counted, 0))[state] = count
+        # SQLite reads them together by walking every row of an index of queues.
+        rows = TaskExec.objects.filter(state=state).values_list("queue")
+        for queue, count, created in rows.annotate(rows=Count("*"), oldest=Min("created")).order_by():
+            counts.setdefault(queue, dict.fromkeys(LIVE_STATES, 0))[state] = count
             oldest[queue] = min(created, oldest.get(queue, created))
-    finished, failed, run_times = _recent_by_queue(now)
+    ended, run_times = _recent_by_queue(now)
     workers = list(
         WorkerStatus.objects.filter(stopped=None)
         .alias(deadline=ExpressionWrapper(F("last_tick") + F("timeout"), output_field=DateTimeField()))
         .filter(deadline__gte=now)
     )
-    names = set(counts) | {queue for worker in workers for queue in worker.queues} | set(queues)
+    names = set(counts) | set(ended) | {queue for worker in workers for queue in worker.queues} | set(queues)
     queues = tuple(
         QueueStats(
             name=name,
-            counts=counts.get(name, dict.fromkeys(counted, 0)),
+            counts=counts.get(name, dict.fromkeys(LIVE_STATES, 0)),
             oldest_waiting=oldest.get(name),
             oldest_waiting_age=now - oldest[name] if name in oldest else None,
-            finished_recently=finished.get(name, dict.fromkeys(RECENT_WINDOWS, 0)),
-            failed_recently=failed.get(name, dict.fromkeys(RECENT_WINDOWS, 0)),
+            ended_recently=ended.get(name) or _no_endings(),
             workers_online=sum(1 for worker in workers if _serves(worker, name)),
             run_time_p50=percentile(run_times.get(name), 0.5),
             run_time_p95=percentile(run_times.get(name), 0.95),
@@ -139,31 +147,18 @@ def collect(now=None, *, schedule_limit=10, queues=(), history=True):
     )
 
 
-def _counts_by_queue_and_state():
-    counts = {}
-    rows = TaskExec.objects.values_list("queue", "state").annotate(rows=Count("*")).order_by()
-    for queue, state, count in rows:
-        counts.setdefault(queue, dict.fromkeys(TaskExec.States.values, 0))[state] = count
-    return counts
-
-
-def _counts_in_state(state):
-    """The rows in ``state`` by queue, as {queue: {each of LIVE_STATES: rows}}."""
-    rows = TaskExec.objects.filter(state=state).values_list("queue").annotate(rows=Count("*")).order_by()
-    return {queue: {**dict.fromkeys(LIVE_STATES, 0), state: count} for queue, count in rows}
+def _no_endings():
+    return {window: dict.fromkeys(TaskExec.FINISHED_STATES, 0) for window in RECENT_WINDOWS}
 
 
 def _recent_by_queue(now):
-    """For each queue, the rows finished and failed in each window, and their runs by run time: three dicts by queue.
+    """For each queue, the rows that ended in each window by state, and their runs by run time: two dicts by queue.
 
     The run times count, for each bound of RUN_TIME_BUCKETS, the runs of
     the longest window that took at most that long.
     """
     since = {window: now - datetime.timedelta(minutes=window) for window in RECENT_WINDOWS}
-    aggregates = {}
-    for window, start in since.items():
-        aggregates[f"finished_{window}"] = Count("id", filter=Q(finished__gte=start))
-        aggregates[f"failed_{window}"] = Count("id", filter=Q(finished__gte=start, state=TaskExec.States.FAILED))
+    aggregates = {f"ended_{window}": Count("id", filter=Q(finished__gte=start)) for window, start in since.items()}
     ran = Q(started__isnull=False)
     for position, bound in enumerate(RUN_TIME_BUCKETS):
         within = ran if math.isinf(bound) else ran & Q(finished__lte=F("started") + datetime.timedelta(seconds=bound))
@@ -172,16 +167,19 @@ def _recent_by_queue(now):
         # Bounded on both sides: SQLite's planner then reads the index on
         # finished rather than walking a queue index to skip a sort.
         TaskExec.objects.filter(finished__gte=min(since.values()), finished__lte=now)
-        .values("queue")
+        .filter(state__in=TaskExec.FINISHED_STATES)
+        .values("queue", "state")
         .annotate(**aggregates)
         .order_by()
     )
-    finished, failed, run_times = {}, {}, {}
+    ended, run_times = {}, {}
     for row in rows:
-        finished[row["queue"]] = {window: row[f"finished_{window}"] for window in RECENT_WINDOWS}
-        failed[row["queue"]] = {window: row[f"failed_{window}"] for window in RECENT_WINDOWS}
-        run_times[row["queue"]] = [row[f"run_time_{position}"] for position in range(len(RUN_TIME_BUCKETS))]
-    return finished, failed, run_times
+        by_window = ended.setdefault(row["queue"], _no_endings())
+        for window in RECENT_WINDOWS:
+            by_window[window][row["state"]] += row[f"ended_{window}"]
+        runs = [row[f"run_time_{position}"] for position in range(len(RUN_TIME_BUCKETS))]
+        run_times[row["queue"]] = [sum(pair) for pair in zip(runs, run_times.get(row["queue"], [0] * len(runs)))]
+    return ended, run_times
 
 
 def percentile(cumulative, fraction):

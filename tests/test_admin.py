@@ -2,6 +2,8 @@
 
 import datetime
 import decimal
+import html
+import re
 import uuid
 
 from django.contrib.admin.models import LogEntry
@@ -303,12 +305,19 @@ class WorkerAndOverviewPagesTests(AdminTestCase):
 
     def test_the_overview_is_linked_from_the_index_and_shows_the_figures(self):
         self.assertContains(self.client.get(reverse("admin:index")), OVERVIEW)
-        stored(queue="mail", state=States.FAILED, finished=timezone.now())
+        recent_failure = stored(queue="mail", state=States.FAILED, finished=timezone.now())
         stored(queue="mail", state=States.QUEUED, created=timezone.now() - datetime.timedelta(minutes=3))
+        stored(queue="mail", state=States.FAILED, finished=timezone.now() - datetime.timedelta(hours=2))
         response = self.client.get(OVERVIEW)
         self.assertContains(response, "<th>mail</th>", html=False)
-        self.assertContains(response, f'{EXECUTIONS}?queue=mail&amp;state__exact=FAILED')
+        self.assertContains(response, f'<a href="{EXECUTIONS}?queue=mail&amp;state__exact=QUEUED">1</a>', html=False)
         self.assertContains(response, "3\xa0minutes")
+        # The finished states count the last hour, not the history: one FAILED of two, and its link lists that one.
+        link = rf'<a href="({EXECUTIONS}\?queue=mail&amp;state__exact=FAILED&amp;finished__gte=[^"]+)">1</a>'
+        [failed] = re.findall(link, response.content.decode())
+        listed = self.client.get(html.unescape(failed))
+        self.assertEqual(listed.status_code, 200)
+        self.assertEqual(list(listed.context["cl"].result_list), [recent_failure])
 
     def test_the_overview_takes_a_fixed_number_of_queries(self):
         stored(queue="q0", state=States.SUCCEEDED, finished=timezone.now())

@@ -307,9 +307,9 @@ class RoutingAuditTests(RoutingAudit, Routed, TransactionTestCase):
     def test_retention_statistics_and_metrics(self):
         self.finished_history()
         with self.only_the_queue_database(), override_settings(TOOSIMPLEQ_RETENTION={"SUCCEEDED": "1d", "FAILED": "1d"}):
-            self.assertEqual(stats.collect().queues_named(["default"])[0].counts[States.SUCCEEDED], 1)
+            self.assertEqual(stats.collect().queues_named(["default"])[0].counts[States.QUEUED], 1)
             metrics = self.client.get("/metrics/", headers={"Authorization": "Bearer secret"})
-            self.assertContains(metrics, 'state="SUCCEEDED"')
+            self.assertContains(metrics, 'toosimpleq_executions{queue="default",state="QUEUED"} 1.0')
             retention.apply_retention()
         self.assertEqual(list(self.on_queue(TaskExec).values_list("state", flat=True)), [States.QUEUED])
 

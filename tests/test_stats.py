@@ -31,28 +31,44 @@ def by_name(snapshot):
 
 
 class QueueStatsTests(TestCase):
-    def test_counts_every_state_of_every_queue(self):
-        for state in (States.QUEUED, States.QUEUED, States.SLEEPING, States.PROCESSING, States.CANCELLED):
+    def test_counts_the_waiting_and_running_states_of_every_queue(self):
+        for state in (States.QUEUED, States.QUEUED, States.SLEEPING, States.PROCESSING):
             execution("default", state)
-        execution("mail", States.SUCCEEDED)
+        execution("default", States.CANCELLED, finished=NOW - datetime.timedelta(minutes=1))
+        execution("mail", States.PROCESSING)
 
         queues = by_name(stats.collect(NOW))
 
         self.assertEqual(sorted(queues), ["default", "mail"])
-        self.assertEqual(set(queues["default"].counts), set(States.values))  # every state, zero or not
         self.assertEqual(
-            {state: count for state, count in queues["default"].counts.items() if count},
-            {States.QUEUED: 2, States.SLEEPING: 1, States.PROCESSING: 1, States.CANCELLED: 1},
-        )
+            queues["default"].counts, {States.SLEEPING: 1, States.QUEUED: 2, States.PROCESSING: 1}
+        )  # every live state, zero or not; the finished ones are counted by window
         self.assertEqual(queues["default"].waiting, 3)
-        self.assertEqual(queues["mail"].counts[States.SUCCEEDED], 1)
+        self.assertEqual(queues["mail"].counts, {States.SLEEPING: 0, States.QUEUED: 0, States.PROCESSING: 1})
         self.assertEqual(queues["mail"].waiting, 0)
+
+    def test_the_history_is_not_counted(self):
+        # Ended before the longest window: the history, which only grows, is read by no figure.
+        long_ago = NOW - datetime.timedelta(minutes=stats.RECENT_WINDOWS[-1] + 1)
+        for state in TaskExec.FINISHED_STATES:
+            execution("default", state, created=long_ago, finished=long_ago)
+        execution("default", States.QUEUED)
+        execution("history only", States.SUCCEEDED, created=long_ago, finished=long_ago)
+
+        queues = by_name(stats.collect(NOW))
+
+        self.assertEqual(sorted(queues), ["default"])
+        self.assertEqual(queues["default"].counts[States.QUEUED], 1)
+        self.assertEqual(
+            queues["default"].ended_recently,
+            {window: dict.fromkeys(TaskExec.FINISHED_STATES, 0) for window in stats.RECENT_WINDOWS},
+        )
 
     def test_oldest_waiting_is_measured_from_created(self):
         execution("default", States.QUEUED, created=NOW - datetime.timedelta(minutes=3))
         execution("default", States.SLEEPING, created=NOW - datetime.timedelta(minutes=7))
-        execution("default", States.FAILED, created=NOW - datetime.timedelta(hours=5))  # not waiting
-        execution("done", States.SUCCEEDED, created=NOW - datetime.timedelta(hours=5))
+        execution("default", States.PROCESSING, created=NOW - datetime.timedelta(hours=5))  # not waiting
+        execution("done", States.SUCCEEDED, created=NOW - datetime.timedelta(hours=5), finished=NOW)
 
         queues = by_name(stats.collect(NOW))
 
@@ -61,21 +77,28 @@ class QueueStatsTests(TestCase):
         self.assertIsNone(queues["done"].oldest_waiting)
         self.assertIsNone(queues["done"].oldest_waiting_age)
 
-    def test_finished_and_failed_in_the_last_5_and_60_minutes(self):
+    def test_ended_by_state_and_finished_and_failed_in_the_last_5_and_60_minutes(self):
         minutes_ago = lambda minutes: NOW - datetime.timedelta(minutes=minutes)  # noqa: E731
         execution("default", States.SUCCEEDED, finished=minutes_ago(1))
         execution("default", States.FAILED, finished=minutes_ago(2))
         execution("default", States.SUCCEEDED, finished=minutes_ago(30))
         execution("default", States.FAILED, finished=minutes_ago(59))
         execution("default", States.CANCELLED, finished=minutes_ago(59))
+        execution("default", States.INTERRUPTED, finished=minutes_ago(59))
         execution("default", States.FAILED, finished=minutes_ago(61))  # too old for both
-        execution("quiet", States.SUCCEEDED, finished=minutes_ago(120))
+        execution("quiet", States.INVALID, finished=minutes_ago(10))
 
         queues = by_name(stats.collect(NOW))
 
-        self.assertEqual(queues["default"].finished_recently, {5: 2, 60: 5})
+        ended = {window: {state: count for state, count in by_state.items() if count}
+                 for window, by_state in queues["default"].ended_recently.items()}
+        self.assertEqual(ended, {
+            5: {States.SUCCEEDED: 1, States.FAILED: 1},
+            60: {States.SUCCEEDED: 2, States.FAILED: 2, States.CANCELLED: 1, States.INTERRUPTED: 1},
+        })
+        self.assertEqual(queues["default"].finished_recently, {5: 2, 60: 6})
         self.assertEqual(queues["default"].failed_recently, {5: 1, 60: 2})
-        self.assertEqual(queues["quiet"].finished_recently, {5: 0, 60: 0})
+        self.assertEqual(queues["quiet"].finished_recently, {5: 0, 60: 1})
         self.assertEqual(queues["quiet"].failed_recently, {5: 0, 60: 0})
 
     @override_settings(TOOSIMPLEQ_WORKER_TIMEOUT=60)
@@ -98,6 +121,7 @@ class QueueStatsTests(TestCase):
         self.assertEqual(online, {"default": 2, "mail": 4, "reports": 1, "idle": 3})
         self.assertEqual(snapshot.workers_online, 5)
         self.assertEqual(by_name(snapshot)["idle"].counts[States.QUEUED], 0)
+        self.assertEqual(by_name(snapshot)["idle"].finished_recently, {5: 0, 60: 0})
 
     def test_run_time_p50_and_p95_of_the_last_hour(self):
         # Twenty runs: 18 of 0.1 s, then 0.4 s and 20 s; one from before the hour, one that never ran.

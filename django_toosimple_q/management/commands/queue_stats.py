@@ -5,14 +5,20 @@ from django.core.management.base import BaseCommand
 from ... import stats
 from ...models import TaskExec
 
+LONGEST = stats.RECENT_WINDOWS[-1]
+# The live states count the rows in them now; the finished ones those that ended within the longest window.
 COLUMNS = (
-    "queue", *TaskExec.States.values, "oldest waiting", "done 5m", "failed 5m", "done 60m", "failed 60m",
+    "queue", *stats.LIVE_STATES, "oldest waiting", *(f"{state} {LONGEST}m" for state in TaskExec.FINISHED_STATES),
+    *(f"{label} {window}m" for window in stats.RECENT_WINDOWS[:-1] for label in ("done", "failed")),
     "workers", "p50", "p95",
 )
 
 
 class Command(BaseCommand):
-    help = "Print where each queue stands: counts by state, oldest waiting, recent outcomes, workers, run times."
+    help = (
+        "Print where each queue stands: tasks waiting and running, oldest waiting, outcomes of the last "
+        f"{LONGEST} minutes, workers, run times."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--queue", action="append", help="only this queue (repeatable)")
@@ -31,12 +37,14 @@ class Command(BaseCommand):
 def _row(queue):
     return (
         queue.name,
-        *(queue.counts[state] for state in TaskExec.States.values),
+        *queue.counts.values(),
         age(queue.oldest_waiting_age),
-        queue.finished_recently[5],
-        queue.failed_recently[5],
-        queue.finished_recently[60],
-        queue.failed_recently[60],
+        *queue.ended_recently[LONGEST].values(),
+        *(
+            count
+            for window in stats.RECENT_WINDOWS[:-1]
+            for count in (queue.finished_recently[window], queue.failed_recently[window])
+        ),
         queue.workers_online,
         seconds(queue.run_time_p50),
         seconds(queue.run_time_p95),
