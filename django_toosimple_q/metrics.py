@@ -16,18 +16,26 @@ Gauges are read from the database at each scrape (``stats.collect()``):
 the executions waiting and running, never the finished history. Counters
 come from the workers, each counting what it ran in its WorkerStatus row:
 the series of each worker only grows, and pruning old executions never sets
-one back.
+one back. A worker's series are exposed while it beats and for
+WORKER_SERIES_KEPT after it stopped (or fell silent), long enough for any
+scrape to read its last values; then they end, as a restarted process's do.
 """
 
+import datetime
 import hmac
 
+from django.db.models import Q
 from django.http import HttpResponse
+from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from . import conf, stats
 from .models import WorkerStatus
+
+# The longest window of the statistics: a worker gone for longer is read no more.
+WORKER_SERIES_KEPT = datetime.timedelta(minutes=stats.RECENT_WINDOWS[-1])
 
 
 class QueueCollector:
@@ -64,7 +72,10 @@ class QueueCollector:
         abandoned = CounterMetricFamily(
             "toosimpleq_abandoned_threads", "Threads a worker abandoned, stuck past a task's timeout", labels=["worker"]
         )
-        rows = WorkerStatus.objects.values_list("label", "counters", "abandoned_threads")
+        since = timezone.now() - WORKER_SERIES_KEPT
+        # Through the indexes of the workers not stopped and of the stopped ones, not all the workers ever started.
+        recent = WorkerStatus.objects.filter(Q(stopped=None, last_tick__gte=since) | Q(stopped__gte=since))
+        rows = recent.values_list("label", "counters", "abandoned_threads")
         for label, counters, abandoned_threads in rows:
             for queue, by_state in counters.get("runs", {}).items():
                 for state, count in by_state.items():

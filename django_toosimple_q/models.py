@@ -254,6 +254,8 @@ class WorkerStatus(models.Model):
         indexes = [
             models.Index(fields=["started"], name="toosimpleq_worker_started_idx"),
             models.Index(fields=["last_tick"], name="toosimpleq_worker_running_idx", condition=models.Q(stopped=None)),
+            # The workers stopped recently (the metrics), or long ago (pruning).
+            models.Index(fields=["stopped"], name="toosimpleq_worker_stopped_idx"),
         ]
 
     def __str__(self):

@@ -1,8 +1,9 @@
 """Growth over months: with a long history of finished executions and of stopped workers, what runs often reads indexes.
 
-The claim, the admin's lists and overview, ``queue_health`` and
-``queue_stats`` must not read the whole history: their plans (EXPLAIN) are
-checked on tables filled the way months of traffic fill them.
+The claim, the admin's lists and overview, ``queue_health``,
+``queue_stats`` and the metrics must not read the whole history: their
+plans (EXPLAIN) are checked on tables filled the way months of traffic fill
+them.
 """
 
 import io
@@ -19,6 +20,7 @@ from django_toosimple_q.worker.claiming import QueueFilter
 
 from .test_admin_scale import CREATED, TABLE, sqlite_table_scans, whole_table_reads
 from .test_claiming import explain_claim
+from .test_metrics import scrape
 from .testapp import tasks
 
 EXECUTIONS = 200_000
@@ -114,6 +116,7 @@ class MonthsOfHistoryTests(TransactionTestCase):
             "the overview": self.admin_list("queueoverview"),
             "queue_health": lambda: call_command("queue_health", "--min-workers", "1", stdout=io.StringIO()),
             "queue_stats": lambda: call_command("queue_stats", stdout=io.StringIO()),
+            "the metrics": scrape,
         }
         for name, action in surfaces.items():
             with self.subTest(name):

@@ -1,5 +1,7 @@
 """Prometheus metrics: the collector, the view and the counters the workers keep."""
 
+import datetime
+
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import TransactionTestCase, override_settings
@@ -9,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from django_toosimple_q import stats
-from django_toosimple_q.metrics import QueueCollector
+from django_toosimple_q.metrics import WORKER_SERIES_KEPT, QueueCollector
 from django_toosimple_q.models import TaskExec, WorkerStatus, prune_executions
 from django_toosimple_q.worker import Worker
 
@@ -63,6 +65,19 @@ class CollectorTests(TransactionTestCase):
         self.assertEqual(TaskExec.objects.count(), 0)
         key = ("toosimpleq_runs_total", frozenset({"queue": "default", "state": "SUCCEEDED", "worker": "w1"}.items()))
         self.assertEqual(scrape()[key], 1)
+
+    def test_the_series_of_a_worker_gone_for_long_end(self):
+        tasks.add.queue(1, b=2)
+        run_worker("stopped just now")
+        long_ago = timezone.now() - WORKER_SERIES_KEPT - datetime.timedelta(minutes=1)
+        counted = {"runs": {"default": {"SUCCEEDED": 1}}}
+        WorkerStatus.objects.create(label="online", hostname="h", pid=1, counters=counted)
+        WorkerStatus.objects.create(
+            label="stopped long ago", hostname="h", pid=1, last_tick=long_ago, stopped=long_ago, counters=counted
+        )
+        WorkerStatus.objects.create(label="silent long", hostname="h", pid=1, last_tick=long_ago, counters=counted)
+        workers = {dict(labels)["worker"] for name, labels in scrape() if name == "toosimpleq_runs_total"}
+        self.assertEqual(workers, {"stopped just now", "online"})
 
     def test_a_worker_writes_its_counters_at_each_heartbeat(self):
         tasks.add.queue(1, b=2)
