@@ -176,7 +176,7 @@ def _recent_by_queue(now):
     for row in rows:
         by_window = ended.setdefault(row["queue"], _no_endings())
         for window in RECENT_WINDOWS:
-            by_window[window][row["state"]] += row[f"ended_{window}"]
+            by_window[window][row["state"]] = row[f"ended_{window}"]
         runs = [row[f"run_time_{position}"] for position in range(len(RUN_TIME_BUCKETS))]
         run_times[row["queue"]] = [sum(pair) for pair in zip(runs, run_times.get(row["queue"], [0] * len(runs)))]
     return ended, run_times
