@@ -35,7 +35,7 @@ def check_finish_batch(app_configs, **kwargs):
 
 def _positive_integer(name, hint, error_id):
     value = getattr(conf, name)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+    if is_int(value) and value >= 1:
         return []
     return [checks.Error(f"TOOSIMPLEQ_{name} must be a positive integer, not {value!r}", hint=hint, id=error_id)]
 

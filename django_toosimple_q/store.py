@@ -171,8 +171,8 @@ def _insert_waiting(rows):
     """
     if not rows:
         return []
-    using = queue_database()
-    database = connections[using]
+    database = _queue_database()
+    using = database.alias
     insert = _insert_returning if _can_insert_returning(database) else _insert_with_orm
     fresh = _first_of_each_call(rows)
     ids = [None] * len(rows)
@@ -557,10 +557,6 @@ def _run(database, sql, params, read):
 
 def _fetchall(cursor):
     return cursor.fetchall()
-
-
-def _rowcount(cursor):
-    return cursor.rowcount
 
 
 def _nothing(cursor):

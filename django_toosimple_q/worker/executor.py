@@ -15,7 +15,7 @@ import time
 import traceback
 from typing import NamedTuple
 
-from django.db import DatabaseError, InterfaceError, connections, router, transaction
+from django.db import DatabaseError, InterfaceError, connections, transaction
 from django.utils import timezone
 
 from .. import conf, serialization, signals, store
@@ -356,7 +356,7 @@ def savepoint_in_callers_transaction():
     statement), when they are undone back to this block's start so that
     the caller's transaction goes on.
     """
-    database = connections[router.db_for_write(TaskExec)]
+    database = connections[queue_database()]
     if not database.in_atomic_block:
         yield
         return
