@@ -409,7 +409,7 @@ class Worker:
             seconds = timeouts.limit_of(task)
             watch = None if seconds is None else timeouts.Watch(seconds)
             try:
-                future = pool.submit(self._execute, task, watch)
+                future = pool.submit(self._through_executor, executor.execute, task, watch=watch)
             except RuntimeError:
                 # The interpreter is exiting and its pools take no more
                 # work: what was claimed goes back to the queue.
@@ -428,15 +428,20 @@ class Worker:
                 self._watches[future] = watch
         future.add_done_callback(self._task_done)
 
-    def _execute(self, task, watch):
+    def _through_executor(self, function, task, *args, **kwargs):
+        """``function(task, ...)``, the executor's ``execute`` or ``store_timed_out``, on a thread of the pool.
+
+        Its outcome goes through the pool's GroupCommit, and is counted once stored.
+        """
         try:
-            executor.execute(
+            function(
                 task,
                 self.status.pk,
+                *args,
                 give_up=self._stopping_now,
-                watch=watch,
                 together=self._together,
                 ended=functools.partial(self.counters.record, task.queue),
+                **kwargs,
             )
         except Exception:
             logger.exception("could not store the outcome of %s #%s", task.task_name, task.id)
@@ -468,7 +473,7 @@ class Worker:
             self.abandoned_threads,
             extra=executor.log_extra(task, self.status.pk),
         )
-        stored = pool.submit(self._store_timed_out, task, watch.seconds)
+        stored = pool.submit(self._through_executor, executor.store_timed_out, task, watch.seconds)
         self._track(stored, task)
         if self._alone is future:  # a task running alone: the others wait until its outcome is stored
             self._alone = stored
@@ -480,19 +485,6 @@ class Worker:
                 WorkerStatus.ExitCodes.ABANDONED_THREADS,
             )
             self.stop()
-
-    def _store_timed_out(self, task, seconds):
-        try:
-            executor.store_timed_out(
-                task,
-                self.status.pk,
-                seconds,
-                give_up=self._stopping_now,
-                together=self._together,
-                ended=functools.partial(self.counters.record, task.queue),
-            )
-        except Exception:
-            logger.exception("could not store the outcome of %s #%s", task.task_name, task.id)
 
     def _stopping_now(self):
         """Whether the grace period is over: outcomes not yet stored are abandoned."""
