@@ -62,3 +62,22 @@ class IsolatedRegistries:
         registry.tasks_registry.update(tasks)
         registry.schedules_registry.clear()
         registry.schedules_registry.update(schedules)
+
+
+def assert_positive_integer_setting(test, name, error_id, valid):
+    """Check, in ``test``, that TOOSIMPLEQ_``name`` is refused by system check ``error_id`` unless a positive integer.
+
+    ``valid``: positive integers the check accepts.
+    """
+    from django.core import checks
+    from django.test import override_settings
+
+    setting = f"TOOSIMPLEQ_{name}"
+    for value in (0, -1, 2.5, "50", None, True):
+        with test.subTest(value=value), override_settings(**{setting: value}):
+            errors = checks.run_checks(tags=["toosimpleq"])
+            test.assertEqual([error.id for error in errors], [error_id])
+            test.assertIn(f"{setting} must be a positive integer, not {value!r}", errors[0].msg)
+    for value in valid:
+        with test.subTest(value=value), override_settings(**{setting: value}):
+            test.assertEqual(checks.run_checks(tags=["toosimpleq"]), [])

@@ -4,7 +4,6 @@ import threading
 import uuid
 from unittest import mock
 
-from django.core import checks
 from django.test import SimpleTestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 
@@ -14,7 +13,7 @@ from django_toosimple_q.worker import Worker
 from django_toosimple_q.worker.claiming import QueueFilter
 from django_toosimple_q.worker.group_commit import GroupCommit
 
-from .helpers import wait_for
+from .helpers import assert_positive_integer_setting, wait_for
 from .testapp import tasks
 
 States = TaskExec.States
@@ -103,14 +102,7 @@ class GroupCommitTests(SimpleTestCase):
 
 class FinishBatchSettingTests(SimpleTestCase):
     def test_a_positive_integer(self):
-        for most in (0, -1, 2.5, "50", None, True):
-            with self.subTest(most=most), override_settings(TOOSIMPLEQ_FINISH_BATCH=most):
-                errors = checks.run_checks(tags=["toosimpleq"])
-                self.assertEqual([error.id for error in errors], ["toosimpleq.E008"])
-                self.assertIn(f"TOOSIMPLEQ_FINISH_BATCH must be a positive integer, not {most!r}", errors[0].msg)
-        for most in (1, 50):
-            with self.subTest(most=most), override_settings(TOOSIMPLEQ_FINISH_BATCH=most):
-                self.assertEqual(checks.run_checks(tags=["toosimpleq"]), [])
+        assert_positive_integer_setting(self, "FINISH_BATCH", "toosimpleq.E008", valid=(1, 50))
 
 
 class FinishManyTests(TransactionTestCase):

@@ -13,7 +13,6 @@ import sys
 from zoneinfo import ZoneInfo
 
 import time_machine
-from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
@@ -28,7 +27,7 @@ from django_toosimple_q.worker import Worker
 from django_toosimple_q.worker.claiming import QueueFilter
 from django_toosimple_q.worker.scheduler import Scheduler
 
-from .helpers import REPO_DIR, IsolatedRegistries, run_worker
+from .helpers import REPO_DIR, IsolatedRegistries, assert_positive_integer_setting, run_worker
 
 UTC = datetime.timezone.utc
 PARIS = ZoneInfo("Europe/Paris")
@@ -597,14 +596,7 @@ class ManagePyCheckTests(SimpleTestCase):
         self.assertIn("System check identified no issues", result.stdout)
 
     def test_catch_up_limit_must_be_a_positive_integer(self):
-        for limit in (0, -5, 2.5, "100", None, True):
-            with self.subTest(limit=limit), override_settings(TOOSIMPLEQ_CATCH_UP_LIMIT=limit):
-                errors = checks.run_checks(tags=["toosimpleq"])
-                self.assertEqual([error.id for error in errors], ["toosimpleq.E001"])
-                self.assertIn(f"TOOSIMPLEQ_CATCH_UP_LIMIT must be a positive integer, not {limit!r}", errors[0].msg)
-        for limit in (1, 1000):
-            with self.subTest(limit=limit), override_settings(TOOSIMPLEQ_CATCH_UP_LIMIT=limit):
-                self.assertEqual(checks.run_checks(tags=["toosimpleq"]), [])
+        assert_positive_integer_setting(self, "CATCH_UP_LIMIT", "toosimpleq.E001", valid=(1, 1000))
 
     @override_settings(TOOSIMPLEQ_CATCH_UP_LIMIT=0)
     def test_manage_py_check_reports_the_catch_up_limit(self):
