@@ -42,7 +42,7 @@ class QueueCollector:
     """A prometheus_client collector: the queues as the database holds them, and what the workers counted."""
 
     def collect(self):
-        snapshot = stats.collect()
+        snapshot = stats.collect(recent=False)
         executions = GaugeMetricFamily(
             "toosimpleq_executions", "Executions waiting or running now, by queue and state", labels=["queue", "state"]
         )

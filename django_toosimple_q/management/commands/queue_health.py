@@ -27,7 +27,7 @@ class Command(BaseCommand):
             raise CommandError(f"--max-age: {error}") from None
         names = options["queue"] or ()
         try:
-            snapshot = stats.collect(queues=names)
+            snapshot = stats.collect(queues=names, recent=False)
         except DatabaseError as error:
             self.stderr.write(f"unhealthy: the database cannot be read ({error})".replace("\n", " "))
             sys.exit(1)
