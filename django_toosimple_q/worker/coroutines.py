@@ -6,9 +6,16 @@ coroutine too.
 """
 
 import asyncio
+import inspect
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.db import connections
+
+
+def call(func, args, kwargs):
+    """``func(*args, **kwargs)``, and the coroutine it returns (an ``async def`` task's) run to its end."""
+    value = func(*args, **kwargs)
+    return run_coroutine(value) if inspect.iscoroutine(value) else value
 
 
 def run_coroutine(coroutine):

@@ -9,7 +9,6 @@ whose tasks were handed to another cannot overwrite their outcome.
 import contextlib
 import datetime
 import functools
-import inspect
 import logging
 import time
 import traceback
@@ -21,10 +20,9 @@ from django.utils import timezone
 from .. import conf, serialization, signals, store
 from ..models import TaskExec, queue_database
 from ..registry import tasks_registry
-from . import errors
+from . import coroutines, errors
 from .backoff import Backoff
 from .capture import captured_output
-from .coroutines import run_coroutine
 from .group_commit import GroupCommit
 from .timeouts import TaskTimeout
 
@@ -185,9 +183,7 @@ def _runner(claimed, worker_id):
 def _call(task, claimed):
     """Run the task's function; its outcome: the state, and the result or the error."""
     try:
-        value = task.func(*claimed.args, **claimed.kwargs)
-        if inspect.iscoroutine(value):
-            value = run_coroutine(value)
+        value = coroutines.call(task.func, claimed.args, claimed.kwargs)
     except TaskTimeout:
         raise  # the timeout's, not the task's: see _run_watched
     except BaseException:  # noqa: B036 - SystemExit and KeyboardInterrupt fail the task, not the worker

@@ -10,10 +10,8 @@ sender.
 """
 
 import datetime
-import functools
 import logging
 import traceback
-from inspect import iscoroutinefunction
 from typing import NamedTuple
 
 from django.conf import settings
@@ -33,7 +31,7 @@ from ..backend import (
     task_started,
 )
 from ..models import TaskExec
-from .coroutines import run_coroutine
+from .coroutines import call
 from .executor import preview
 from .timeouts import TaskTimeout
 
@@ -110,7 +108,7 @@ class Run:
         _send(task_started, self.sender, result)
         args = [TaskContext(task_result=result), *result.args] if task.takes_context else result.args
         try:
-            value = _call(task, args, result.kwargs)
+            value = call(task.func, args, result.kwargs)
         except TaskTimeout as error:
             self.error = error
             raise  # the executor words it, as for any task
@@ -148,15 +146,6 @@ class Run:
             _send(task_finished, self.sender, result)
 
 
-def _call(task, args, kwargs):
-    """What ``task.call()`` does, but an ``async def`` task runs on an event loop of this thread."""
-    if _is_async(task.func):
-        return run_coroutine(task.func(*args, **kwargs))
-    return task.func(*args, **kwargs)
-
-
-# Asked of every row run: inspect's answer takes longer than a no-op task.
-_is_async = functools.lru_cache(maxsize=256)(iscoroutinefunction)
 
 
 def _failure(error):
