@@ -5,6 +5,7 @@ name stored on each TaskExec row.
 """
 
 import datetime
+import functools
 from typing import NamedTuple
 
 from django.core.exceptions import ImproperlyConfigured
@@ -216,7 +217,7 @@ class Schedule:
         return Call(self.args, kwargs, due)
 
 
-def task_of_row(task_name, backend=""):
+def task_of_row(task_name, backend):
     """The Task that runs the rows named ``task_name``, or None when the code no longer has it.
 
     A row queued through Django's task framework (``backend``, its alias)
@@ -225,11 +226,18 @@ def task_of_row(task_name, backend=""):
     """
     if not backend:
         return tasks_registry.get(task_name)
+    return _framework_tasks()(task_name)
+
+
+@functools.cache
+def _framework_tasks():
+    """``backend.queueable``, imported once (asked for every row a worker runs); where neither django.tasks
+    nor its backport is installed, a lookup that finds nothing."""
     try:
         from .backend import queueable
-    except ImportError:  # neither django.tasks nor its backport is installed
-        return None
-    return queueable(task_name)
+    except ImportError:
+        return lambda task_name: None
+    return queueable
 
 
 def registered_task(func):
