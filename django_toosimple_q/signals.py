@@ -18,7 +18,7 @@ signals) and these keyword arguments:
 
 Receivers of task signals run in a thread of the worker: task_started in
 the task's own, task_finished in the one that stored the outcome (under
-group commit, maybe another task's). A receiver that raises is logged and
+group commit, maybe another task's, or the worker's loop). A receiver that raises is logged and
 changes nothing else: not the task's outcome, not the other receivers.
 """
 

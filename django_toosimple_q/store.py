@@ -383,19 +383,46 @@ class ClaimedTask(NamedTuple):
     interrupted_before: bool
 
 
+def one_writer():
+    """Whether the queue's database writes one transaction at a time (SQLite): a worker then stores its
+    outcomes in the transactions of its claims, rather than in transactions of their own beside them."""
+    return _queue_database().vendor == "sqlite"
+
+
 def claim(worker_id, limit, queue_filter):
     """Flip up to ``limit`` QUEUED tasks to PROCESSING for this worker, and return them."""
+    return finish_and_claim([], worker_id, limit, queue_filter)[1]
+
+
+def finish_and_claim(endings, worker_id, limit, queue_filter):
+    """Store the outcomes ``endings`` (as ``finish_many``) and claim (as ``claim``), all in one transaction.
+
+    A worker's loop writes the outcomes its threads handed over with its next
+    claim: one commit, and on SQLite one turn of its one writer, for both.
+    Returns the ids of the outcomes stored and the tasks claimed.
+    """
     if limit <= 0:
-        return []
+        return (finish_many(endings) if endings else set()), []
     database = _queue_database()
+    groups = _grouped(endings)
+
+    def finish_then_claim():
+        return _finish_groups(database, groups), _claim_in_transaction(database, worker_id, limit, queue_filter)
+
+    if database.vendor == "sqlite" and not database.in_atomic_block:
+        return _retry_while_locked(lambda: _sqlite_write_transaction(database, finish_then_claim))
+    if not groups and database.vendor == "postgresql":
+        return set(), _claim_in_transaction(database, worker_id, limit, queue_filter)  # one statement
+    with transaction.atomic(using=database.alias):
+        return finish_then_claim()
+
+
+def _claim_in_transaction(database, worker_id, limit, queue_filter):
     if database.vendor == "postgresql":
         return _claim_returning(database, worker_id, limit, queue_filter, lock_clause=" FOR UPDATE SKIP LOCKED")
     if database.vendor == "sqlite":
-        if database.in_atomic_block:
-            # A caller's transaction (a TestCase) cannot begin another one:
-            # the UPDATE takes the write lock within it.
-            return _claim_returning(database, worker_id, limit, queue_filter)
-        return _retry_while_locked(lambda: _claim_sqlite(database, worker_id, limit, queue_filter))
+        # In a write transaction: a caller's (a TestCase), or one taken up front.
+        return _claim_returning(database, worker_id, limit, queue_filter)
     return _claim_with_orm(worker_id, limit, queue_filter)
 
 
@@ -498,18 +525,21 @@ def _claim_returning(database, worker_id, limit, queue_filter, lock_clause=""):
     return [_claimed_task(row) for row in rows]
 
 
-def _claim_sqlite(database, worker_id, limit, queue_filter):
-    with _turn_to_write(database):
+def _sqlite_write_transaction(database, work):
+    """``work()`` in a write transaction of SQLite, taken at once, on this process's turn to write."""
+    with _SQLITE_WRITER:
         # Django's atomic() would BEGIN DEFERRED unless the user set
         # transaction_mode; the write lock must be taken before reading.
         _run(database, "BEGIN IMMEDIATE", (), _nothing)
         try:
-            claimed = _claim_returning(database, worker_id, limit, queue_filter)
+            result = work()
+            _run(database, "COMMIT", (), _nothing)
         except BaseException:
-            _run(database, "ROLLBACK", (), _nothing)
+            # A COMMIT refused (a deferred foreign key) leaves the transaction open.
+            if database.connection.in_transaction:
+                _run(database, "ROLLBACK", (), _nothing)
             raise
-        _run(database, "COMMIT", (), _nothing)
-    return claimed
+    return result
 
 
 # SQLite has one writer at a time. The threads of a process take turns at
@@ -653,28 +683,40 @@ def finish_many(endings):
     those stored, less the rows taken from their worker meanwhile.
     """
     database = _queue_database()
-    by_fields = {}
-    for ending in endings:
-        by_fields.setdefault(tuple(ending[2]), []).append(ending)
+    groups = _grouped(endings)
     # A single statement is atomic by itself.
-    atomic = transaction.atomic(using=database.alias) if len(by_fields) > 1 else contextlib.nullcontext()
+    atomic = transaction.atomic(using=database.alias) if len(groups) > 1 else contextlib.nullcontext()
     with _turn_to_write(database), atomic:
-        return {
-            execution_id
-            for names, alike in by_fields.items()
-            for (execution_id,) in _finish_alike(database, names, alike)
-        }
+        return _finish_groups(database, groups)
+
+
+def _grouped(endings):
+    """``endings`` by the fields their outcomes set: each group is stored by one statement."""
+    groups = {}
+    for ending in endings:
+        groups.setdefault(tuple(ending[2]), []).append(ending)
+    return groups
+
+
+def _finish_groups(database, groups):
+    """Run the finishing UPDATE of each group of ``_grouped``; returns the ids of the rows stored."""
+    return {execution_id for names, alike in groups.items() for (execution_id,) in _finish_alike(database, names, alike)}
 
 
 def _finish_alike(database, names, endings):
     """Run the finishing UPDATE of ``endings``, whose outcomes set the fields ``names``; returns the rows stored."""
     sql, adapters = _finish_sql(database.alias, names, len(endings))
+    return _run(database, sql, _finish_params(database, endings, adapters), _fetchall)
+
+
+def _finish_params(database, endings, adapters):
+    """The parameters of the finishing UPDATE of ``endings``: each one's id, worker's id, then its outcome's values."""
     params = []
     for execution_id, worker_id, outcome in endings:
         params += (execution_id, worker_id)
         values = zip(outcome.values(), adapters)
         params += (value if adapt is None else adapt(value, database) for value, adapt in values)
-    return _run(database, sql, params, _fetchall)
+    return params
 
 
 def column_adapter(field):

@@ -393,7 +393,7 @@ class DatabaseErrorTests(TransactionTestCase):
     def test_the_loop_backs_off_and_carries_on(self):
         executions = [tasks.add.queue(i) for i in range(3)]
         with (
-            mock.patch.object(store, "claim", failing_first(store.claim, 3)),
+            mock.patch.object(store, "finish_and_claim", failing_first(store.finish_and_claim, 3)),
             self.assertLogs("django_toosimple_q", logging.WARNING) as logs,
         ):
             worker = Worker(until_done=True, schedules=False)
@@ -406,7 +406,7 @@ class DatabaseErrorTests(TransactionTestCase):
     def test_an_error_no_retry_can_mend_stops_the_worker(self):
         tasks.add.queue(1)
         error = OperationalError("cannot start a transaction within a transaction")
-        with mock.patch.object(store, "claim", failing_first(store.claim, 1, error)):
+        with mock.patch.object(store, "finish_and_claim", failing_first(store.finish_and_claim, 1, error)):
             worker = Worker(until_done=True, schedules=False)
             worker.run()
         self.assertEqual(worker.exit_code, WorkerStatus.ExitCodes.CRASHED)
@@ -425,8 +425,23 @@ class DatabaseErrorTests(TransactionTestCase):
     def test_an_outcome_is_stored_once_the_database_is_back(self):
         execution = tasks.add.queue(1, b=1)
         with (
-            # Its batch (of one), then twice alone.
-            mock.patch.object(store, "finish_many", failing_first(store.finish_many, 3)),
+            # Written with the loop's next claim (SQLite), tried again as any
+            # claim; or by a pool thread, first with others, then alone.
+            mock.patch.object(store, "_finish_params", failing_first(store._finish_params, 3)),
+            self.assertLogs("django_toosimple_q", logging.WARNING) as logs,
+        ):
+            worker = Worker(until_done=True, schedules=False)
+            worker.run()
+        self.assertEqual((row(execution).state, row(execution).result), (States.SUCCEEDED, 2))
+        self.assertEqual(worker.exit_code, 0)
+        retries = [line for line in logs.output if "(server closed the connection unexpectedly)" in line]
+        self.assertEqual(len(retries), 3 if connection.vendor == "sqlite" else 2, logs.output)
+
+    @override_settings(TOOSIMPLEQ_FINISH_BATCH=1)
+    def test_an_outcome_stored_by_its_own_thread_is_stored_once_the_database_is_back(self):
+        execution = tasks.add.queue(1, b=1)
+        with (
+            mock.patch.object(store, "finish_many", failing_first(store.finish_many, 2)),
             self.assertLogs("django_toosimple_q", logging.WARNING) as logs,
         ):
             worker = Worker(until_done=True, schedules=False)
@@ -438,8 +453,8 @@ class DatabaseErrorTests(TransactionTestCase):
 
     def test_an_outcome_not_stored_by_the_grace_end_is_given_another_run(self):
         execution = tasks.add.queue(1)
-        never = failing_first(store.finish_many, 10**6)
-        with mock.patch.object(store, "finish_many", never), self.assertLogs("django_toosimple_q", logging.WARNING):
+        never = failing_first(store._finish_params, 10**6)
+        with mock.patch.object(store, "_finish_params", never), self.assertLogs("django_toosimple_q", logging.WARNING):
             worker = start(Worker(schedules=False, tick=0.05))
             wait_for(lambda: row(execution).state == States.PROCESSING, message="the task to run")
             worker.stop(grace=0.2)

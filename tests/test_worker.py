@@ -286,14 +286,14 @@ class RunningTests(TransactionTestCase):
 
     def test_any_error_storing_an_outcome_ends_the_row_rather_than_leaving_it_processing(self):
         execution = tasks.add.queue(1)
-        real_finish_many = store.finish_many
+        real_finish_params = store._finish_params
 
-        def finish_refusing_results(endings):
+        def finish_refusing_results(database, endings, adapters):
             if any("result" in outcome for _, _, outcome in endings):
                 raise ValueError("cannot adapt")
-            return real_finish_many(endings)
+            return real_finish_params(database, endings, adapters)
 
-        with mock.patch.object(store, "finish_many", finish_refusing_results):
+        with mock.patch.object(store, "_finish_params", finish_refusing_results):
             run_in_process()
         row = TaskExec.objects.get(pk=execution.pk)
         self.assertEqual(row.state, States.SUCCEEDED)

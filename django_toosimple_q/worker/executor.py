@@ -1,9 +1,10 @@
 """Running one claimed task and writing its outcome.
 
 The outcomes of a worker's threads are written together when they end close
-together (see group_commit.py), else one UPDATE per task. Each row is fenced
-on (state PROCESSING, this worker): a worker that was taken for dead and
-whose tasks were handed to another cannot overwrite their outcome.
+together (see group_commit.py and ``store_and_claim``), else one UPDATE per
+task. Each row is fenced on (state PROCESSING, this worker): a worker that
+was taken for dead and whose tasks were handed to another cannot overwrite
+their outcome.
 """
 
 import contextlib
@@ -39,8 +40,8 @@ def execute(claimed, worker_id, give_up=lambda: True, watch=None, together=None,
     is back or ``give_up()`` is true. ``watch`` (a timeouts.Watch) ends the
     task at its timeout; once it abandoned this thread, the outcome is
     stored from another one (``store_timed_out``) and this one stores nothing.
-    ``together``: the worker's GroupCommit (see ``group_commit()``), which
-    this thread hands the outcome over to, or None to store it at once.
+    ``together``: the worker's GroupCommit, which this thread hands the
+    outcome over to (for ``store_and_claim``), or None to store it at once.
     ``ended(state, seconds)``, if given, is called once the outcome is
     stored (by the thread that stores it) with the state stored and the run
     time; not when the row was taken from this worker meanwhile.
@@ -123,23 +124,49 @@ def store_timed_out(claimed, worker_id, seconds, give_up=lambda: True, together=
 def group_commit():
     """What a worker's threads hand their outcomes over to: a GroupCommit, or None (TOOSIMPLEQ_FINISH_BATCH = 1)."""
     most = conf.FINISH_BATCH
-    return GroupCommit(_store_together, most) if most > 1 else None
+    if most == 1:
+        return None
+    return GroupCommit(most, write=None if store.one_writer() else _store_together)
 
 
 def _store_together(endings):
-    """Store the outcomes of ``endings`` in one transaction; when the database refuses it, each alone."""
+    """Store the outcomes of ``endings`` in one transaction, from a thread of the pool (see ``store_and_claim``).
+
+    While the database is away, each is stored alone, through the outage.
+    """
     try:
-        stored = store.finish_many([(ending.claimed.id, ending.worker_id, ending.outcome) for ending in endings])
+        store_and_claim(endings, None, 0, None)
+    except Exception:
+        _store_each_alone(endings)
+
+
+def store_and_claim(endings, worker_id, limit, queue_filter):
+    """Store the outcomes of ``endings`` and claim up to ``limit`` tasks, in one transaction; returns the tasks claimed.
+
+    An outage is raised, the outcomes left to the caller to write again.
+    When the database refuses the transaction for anything else (a value
+    it cannot take), each outcome is stored alone, then the claim is made.
+    """
+    triples = [(ending.claimed.id, ending.worker_id, ending.outcome) for ending in endings]
+    try:
+        stored, claimed = store.finish_and_claim(triples, worker_id, limit, queue_filter)
     except Exception as error:
+        if not endings or _is_outage(error):
+            raise
         logger.debug("%s outcomes could not be written together (%s): each is written alone", len(endings), error)
-        for ending in endings:
-            try:
-                _store_alone(ending)
-            except Exception:
-                logger.exception("could not store the outcome of %s #%s", ending.claimed.task_name, ending.claimed.id)
-        return
+        _store_each_alone(endings)
+        return store.claim(worker_id, limit, queue_filter)
     for ending in endings:
         _said(ending, ending.claimed.id in stored)
+    return claimed
+
+
+def _store_each_alone(endings):
+    for ending in endings:
+        try:
+            _store_alone(ending)
+        except Exception:
+            logger.exception("could not store the outcome of %s #%s", ending.claimed.task_name, ending.claimed.id)
 
 
 def _run_watched(run, watch):
@@ -281,7 +308,10 @@ def _said(ending, stored):
     claimed, worker_id = ending.claimed, ending.worker_id
     if stored:
         signals.send(signals.task_finished, TaskExec, execution=claimed, worker_id=worker_id, outcome=ending.outcome)
-        ending.then(ending)
+        try:
+            ending.then(ending)
+        except Exception:  # the outcome is stored: the thread that stored it goes on, with the others'
+            logger.exception("%s #%s: what follows its stored outcome raised", claimed.task_name, claimed.id)
     else:
         logger.warning(
             "%s #%s was taken from this worker before it finished",

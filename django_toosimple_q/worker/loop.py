@@ -96,6 +96,8 @@ class Worker:
         self._stuck = set()  # the futures of abandoned threads still in their task
         self.counters = RunCounters()
         self._together = executor.group_commit()  # what the pool's threads hand their outcomes over to
+        # Whether this loop writes those outcomes, with its claims (see group_commit.py).
+        self._loop_writes = self._together is not None and not self._together.writes_itself
         # Tasks whose last run was interrupted, claimed, waiting to run alone;
         # and the future of the one running alone.
         self._held = []
@@ -345,7 +347,7 @@ class Worker:
         if self._stopping.is_set():
             return True  # stop() came while the loop looked: a stopping worker claims nothing
         free = 0 if self._isolating() else min(self.threads - self.running_count, self._budget_left())
-        claimed = self._hold_suspects(store.claim(self.status.pk, free, self.queue_filter))
+        claimed = self._hold_suspects(self._store_and_claim(free))
         if self._submit_all(pool, claimed) is None:
             return True
         if self._held and not self.running_count:
@@ -357,9 +359,31 @@ class Worker:
             return True
         if claimed and len(claimed) == free:
             return False  # all free threads got work: there may be more
+        if self._loop_writes and self._unwritten():
+            return False  # more outcomes than a batch takes
         wake_at = min(self._next_poll, self._next_heartbeat, next_deadline)
         self._wake.wait(timeout=max(0.0, wake_at - time.monotonic()))
         return False
+
+    def _store_and_claim(self, limit):
+        """Claim up to ``limit`` tasks, in one transaction with the outcomes handed over since the last claim
+        (unless a pool thread writes them, see group_commit.py).
+
+        Those outcomes are taken once the free threads were counted: the
+        outcome of each thread counted free is among them. Those not written
+        (the database went away) are written with the next claim.
+        """
+        endings = self._together.take() if self._loop_writes else []
+        try:
+            return executor.store_and_claim(endings, self.status.pk, limit, self.queue_filter)
+        except BaseException:
+            if endings:
+                self._together.put_back(endings)
+            raise
+
+    def _unwritten(self):
+        """How many outcomes handed over wait to be written."""
+        return len(self._together) if self._together else 0
 
     def _heartbeat(self):
         self._beat()
@@ -431,7 +455,7 @@ class Worker:
     def _through_executor(self, function, task, *args, **kwargs):
         """``function(task, ...)``, the executor's ``execute`` or ``store_timed_out``, on a thread of the pool.
 
-        Its outcome goes through the pool's GroupCommit, and is counted once stored.
+        Its outcome is handed over to the worker's GroupCommit, and counted once stored.
         """
         try:
             function(
@@ -498,37 +522,48 @@ class Worker:
         self._wake.set()
 
     def _done(self, claimed):
-        if claimed or self.running_count or self._held:
+        if claimed or self.running_count or self._held or self._unwritten():
             return False
         if self.max_tasks is not None and self._budget_left() <= 0:
             return True
         return self.until_done and not store.has_waiting_work(self.queue_filter)
 
     def _finish_running(self):
-        """Give running tasks until the grace deadline; interrupt those still running."""
+        """Give running tasks until the grace deadline, writing their outcomes; interrupt those still running."""
         if not self._stopping.is_set():  # the loop ends by itself only when nothing runs
             return 0
-        while self.running_count and time.monotonic() < self._grace_deadline:
-            self._beat_while_stopping()
-            self._wake.wait(timeout=min(self.heartbeat, max(0.0, self._grace_deadline - time.monotonic())))
+        while (self.running_count or self._unwritten()) and time.monotonic() < self._grace_deadline:
             self._wake.clear()
+            reached = self._while_stopping(self._beat) and self._while_stopping(self._store_and_claim, 0)
+            if self.running_count or not reached:
+                self._wake.wait(timeout=min(self.heartbeat, max(0.0, self._grace_deadline - time.monotonic())))
         with self._running_lock:
             unfinished = [task.id for task in self._running.values()]
+        if self._together:
+            # Ended, but the database was away until the end: not known to have run.
+            unfinished += [ending.claimed.id for ending in self._together.take_all()]
         if not unfinished:
             return 0
-        logger.warning("worker %s: %s task(s) still running after the grace period", self.label, len(unfinished))
+        logger.warning(
+            "worker %s: %s task(s) still running, or their outcome unwritten, after the grace period",
+            self.label,
+            len(unfinished),
+        )
         executions = TaskExec.objects.filter(pk__in=unfinished, worker_id=self.status.pk)
         recovery.interrupt(executions, reason="its worker stopped before it finished")
         return WorkerStatus.ExitCodes.TERMINATED
 
-    def _beat_while_stopping(self):
-        """Go on beating through the grace period, lest the running tasks be taken for orphans."""
+    def _while_stopping(self, write, *args):
+        """``write(*args)`` through the grace period: beating, lest the running tasks be taken for
+        orphans, or writing their outcomes. The database may be away: False, to be tried again."""
         try:
-            self._beat()
+            write(*args)
         except (DatabaseError, InterfaceError) as error:
             # The tasks may still end and store their outcome once it is back.
             logger.warning("worker %s: database error while stopping (%s)", self.label, error)
             connections.close_all()
+            return False
+        return True
 
     def _close_pool_connections(self, pool):
         """Close the connection of every pool thread.
