@@ -422,33 +422,33 @@ class DatabaseErrorTests(TransactionTestCase):
             self.assertEqual(worker.run(), WorkerStatus.ExitCodes.CRASHED)
         self.assertIn("cannot register: value too long", logs.output[0])
 
-    def test_an_outcome_is_stored_once_the_database_is_back(self):
+    def drain_while_failing(self, name, failures):
+        """Run a task while ``store.<name>`` fails at its first ``failures`` calls, the database away.
+
+        Checks that its outcome is stored once the database is back; returns the task and the warnings logged.
+        """
         execution = tasks.add.queue(1, b=1)
         with (
-            # Written with the loop's next claim (SQLite), tried again as any
-            # claim; or by a pool thread, first with others, then alone.
-            mock.patch.object(store, "_finish_params", failing_first(store._finish_params, 3)),
+            mock.patch.object(store, name, failing_first(getattr(store, name), failures)),
             self.assertLogs("django_toosimple_q", logging.WARNING) as logs,
         ):
             worker = Worker(until_done=True, schedules=False)
             worker.run()
         self.assertEqual((row(execution).state, row(execution).result), (States.SUCCEEDED, 2))
         self.assertEqual(worker.exit_code, 0)
-        retries = [line for line in logs.output if "(server closed the connection unexpectedly)" in line]
-        self.assertEqual(len(retries), 3 if connection.vendor == "sqlite" else 2, logs.output)
+        return execution, logs.output
+
+    def test_an_outcome_is_stored_once_the_database_is_back(self):
+        # Written with the loop's next claim (SQLite), tried again as any
+        # claim; or by a pool thread, first with others, then alone.
+        _, warnings = self.drain_while_failing("_finish_params", 3)
+        retries = [line for line in warnings if "(server closed the connection unexpectedly)" in line]
+        self.assertEqual(len(retries), 3 if connection.vendor == "sqlite" else 2, warnings)
 
     @override_settings(TOOSIMPLEQ_FINISH_BATCH=1)
     def test_an_outcome_stored_by_its_own_thread_is_stored_once_the_database_is_back(self):
-        execution = tasks.add.queue(1, b=1)
-        with (
-            mock.patch.object(store, "finish_many", failing_first(store.finish_many, 2)),
-            self.assertLogs("django_toosimple_q", logging.WARNING) as logs,
-        ):
-            worker = Worker(until_done=True, schedules=False)
-            worker.run()
-        self.assertEqual((row(execution).state, row(execution).result), (States.SUCCEEDED, 2))
-        self.assertEqual(worker.exit_code, 0)
-        retries = [line for line in logs.output if f"could not store the outcome of tests.add #{execution.pk}" in line]
+        execution, warnings = self.drain_while_failing("finish_many", 2)
+        retries = [line for line in warnings if f"could not store the outcome of tests.add #{execution.pk}" in line]
         self.assertEqual(len(retries), 2)
 
     def test_an_outcome_not_stored_by_the_grace_end_is_given_another_run(self):
