@@ -135,14 +135,19 @@ def _store_together(endings):
     While the database is away, each is stored alone, through the outage.
     """
     try:
-        store_and_claim(endings, None, 0, None)
+        _, say = store_and_claim(endings, None, 0, None)
     except Exception:
         _store_each_alone(endings)
+        return
+    say()
 
 
 def store_and_claim(endings, worker_id, limit, queue_filter):
-    """Store the outcomes of ``endings`` and claim up to ``limit`` tasks, in one transaction; returns the tasks claimed.
+    """Store the outcomes of ``endings`` and claim up to ``limit`` tasks, in one transaction.
 
+    Returns the tasks claimed, and ``say()``, which sends task_finished (and
+    does what follows) for each outcome stored: the caller calls it once
+    the claimed tasks are on their way, so that they need not wait for it.
     An outage is raised, the outcomes left to the caller to write again.
     When the database refuses the transaction for anything else (a value
     it cannot take), each outcome is stored alone, then the claim is made.
@@ -155,10 +160,17 @@ def store_and_claim(endings, worker_id, limit, queue_filter):
             raise
         logger.debug("%s outcomes could not be written together (%s): each is written alone", len(endings), error)
         _store_each_alone(endings)
-        return store.claim(worker_id, limit, queue_filter)
+        return store.claim(worker_id, limit, queue_filter), _nothing_to_say
+    return claimed, functools.partial(_say_all, endings, stored)
+
+
+def _say_all(endings, stored):
     for ending in endings:
         _said(ending, ending.claimed.id in stored)
-    return claimed
+
+
+def _nothing_to_say():
+    pass  # each outcome stored alone was said as it was stored
 
 
 def _store_each_alone(endings):

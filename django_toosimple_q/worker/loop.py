@@ -347,8 +347,11 @@ class Worker:
         if self._stopping.is_set():
             return True  # stop() came while the loop looked: a stopping worker claims nothing
         free = 0 if self._isolating() else min(self.threads - self.running_count, self._budget_left())
-        claimed = self._hold_suspects(self._store_and_claim(free))
-        if self._submit_all(pool, claimed) is None:
+        claimed, say = self._store_and_claim(free)
+        claimed = self._hold_suspects(claimed)
+        submitted = self._submit_all(pool, claimed)
+        say()  # the outcomes stored, once their threads have their next tasks
+        if submitted is None:
             return True
         if self._held and not self.running_count:
             futures = self._submit_all(pool, [self._held.pop(0)])
@@ -367,7 +370,7 @@ class Worker:
 
     def _store_and_claim(self, limit):
         """Claim up to ``limit`` tasks, in one transaction with the outcomes handed over since the last claim
-        (unless a pool thread writes them, see group_commit.py).
+        (unless a pool thread writes them, see group_commit.py); see ``executor.store_and_claim``.
 
         Those outcomes are taken once the free threads were counted: the
         outcome of each thread counted free is among them. Those not written
@@ -380,6 +383,11 @@ class Worker:
             if endings:
                 self._together.put_back(endings)
             raise
+
+    def _store_outcomes(self):
+        """Store the outcomes handed over, claiming nothing."""
+        _, say = self._store_and_claim(0)
+        say()
 
     def _unwritten(self):
         """How many outcomes handed over wait to be written."""
@@ -534,7 +542,7 @@ class Worker:
             return 0
         while (self.running_count or self._unwritten()) and time.monotonic() < self._grace_deadline:
             self._wake.clear()
-            reached = self._while_stopping(self._beat) and self._while_stopping(self._store_and_claim, 0)
+            reached = self._while_stopping(self._beat) and self._while_stopping(self._store_outcomes)
             if self.running_count or not reached:
                 self._wake.wait(timeout=min(self.heartbeat, max(0.0, self._grace_deadline - time.monotonic())))
         with self._running_lock:
@@ -553,11 +561,11 @@ class Worker:
         recovery.interrupt(executions, reason="its worker stopped before it finished")
         return WorkerStatus.ExitCodes.TERMINATED
 
-    def _while_stopping(self, write, *args):
-        """``write(*args)`` through the grace period: beating, lest the running tasks be taken for
-        orphans, or writing their outcomes. The database may be away: False, to be tried again."""
+    def _while_stopping(self, write):
+        """``write()`` through the grace period: beating, lest the running tasks be taken for
+        orphans, or storing their outcomes. The database may be away: False, to be tried again."""
         try:
-            write(*args)
+            write()
         except (DatabaseError, InterfaceError) as error:
             # The tasks may still end and store their outcome once it is back.
             logger.warning("worker %s: database error while stopping (%s)", self.label, error)
