@@ -46,23 +46,28 @@ States = TaskExec.States
 # retried or was interrupted.
 
 
-class WaitingRow(NamedTuple):
-    """A call to store as a waiting row: the values of its columns, and its arguments as stored."""
+class Shared(NamedTuple):
+    """The columns that the waiting rows stored together share: those of their task and of the moment."""
 
     task_name: str
-    args: list  # as given: the TaskExec returned holds them
-    kwargs: dict
     queue: str
     priority: int
-    state: str
-    due: datetime.datetime
     created: datetime.datetime
     retries: int
     retry_delay: float
     attempt: int
-    dedup_key: str | None
     backend: str
     run_after: datetime.datetime | None
+
+
+class WaitingCall(NamedTuple):
+    """A call to store as a waiting row: the columns of its own, and its arguments as stored."""
+
+    args: list  # as given: the TaskExec returned holds them
+    kwargs: dict
+    state: str
+    due: datetime.datetime
+    dedup_key: str | None
     # args and kwargs as JSON text: encoded once, when the call is checked.
     args_json: str
     kwargs_json: str
@@ -82,31 +87,30 @@ def enqueue(task, calls, *, priority, queue, backend="", run_after=None):
     ``backend`` and ``run_after``: a call queued through django.tasks.
     """
     now = timezone.now()
-    name, retries, retry_delay = task.name, task.retries, float(task.retry_delay)
-    rows = []
+    shared = Shared(task.name, queue, priority, now, task.retries, float(task.retry_delay), 1, backend, run_after)
+    waiting = []
     for args, kwargs, due in calls:
         due = now if due is None else _checked_due(due)
         # What cannot be stored is refused here, before anything is, naming the argument.
         encoded_args, encoded_kwargs = serialization.encode_call(args, kwargs)
-        rows.append(
-            WaitingRow(
-                name, list(args), dict(kwargs), queue, priority, States.QUEUED if due <= now else States.SLEEPING,
-                due, now, retries, retry_delay, 1,
-                dedup_key(name, encoded_args, encoded_kwargs) if task.unique else None,
-                backend, run_after, _as_json(encoded_args), _as_json(encoded_kwargs),
+        waiting.append(
+            WaitingCall(
+                list(args), dict(kwargs), States.QUEUED if due <= now else States.SLEEPING, due,
+                dedup_key(task.name, encoded_args, encoded_kwargs) if task.unique else None,
+                _as_json(encoded_args), _as_json(encoded_kwargs),
             )  # fmt: skip
         )
-    executions = _insert_waiting(rows)
+    executions = _insert_waiting(shared, waiting)
     if signals.task_queued.receivers:
         _send_queued_on_commit([execution for execution in executions if execution])
     return executions
 
 
-def requeue(execution, **changes):
+def requeue(execution, *, state=States.QUEUED, due=None, retries=None, retry_delay=None):
     """Store another run of ``execution``'s call (a TaskExec or a claimed task): a retry, a replacement.
 
-    ``changes``: the state, due, retries or retry_delay of the new run, when
-    not those of a call queued now. None when its task is unique and the
+    ``state``, ``due`` (None: now), ``retries`` and ``retry_delay`` (None:
+    the execution's) are the new run's. None when its task is unique and the
     same call already waits: that one stands for this run.
     """
     from .registry import task_of_row
@@ -114,14 +118,19 @@ def requeue(execution, **changes):
     now = timezone.now()
     encoded_args, encoded_kwargs = serialization.encode_call(execution.args, execution.kwargs)
     task = task_of_row(execution.task_name, execution.backend)
-    row = WaitingRow(
-        execution.task_name, execution.args, execution.kwargs, execution.queue, execution.priority, States.QUEUED,
-        now, now, execution.retries, execution.retry_delay, execution.attempt + 1,
+    shared = Shared(
+        execution.task_name, execution.queue, execution.priority, now,
+        execution.retries if retries is None else retries,
+        execution.retry_delay if retry_delay is None else retry_delay,
+        execution.attempt + 1, execution.backend, None,
+    )  # fmt: skip
+    call = WaitingCall(
+        execution.args, execution.kwargs, state, now if due is None else due,
         # The new run waits like a queued call, so it is deduplicated like one.
         dedup_key(execution.task_name, encoded_args, encoded_kwargs) if task is not None and task.unique else None,
-        execution.backend, None, _as_json(encoded_args), _as_json(encoded_kwargs),
-    )._replace(**changes)  # fmt: skip
-    [again] = _insert_waiting([row])
+        _as_json(encoded_args), _as_json(encoded_kwargs),
+    )  # fmt: skip
+    [again] = _insert_waiting(shared, [call])
     return again or None
 
 
@@ -162,83 +171,90 @@ def _send_queued_on_commit(executions):
     transaction.on_commit(send, using=executions[0]._state.db)
 
 
-def _insert_waiting(rows):
-    """Insert ``rows`` (WaitingRows); for each, its TaskExec, or False when it was refused as a duplicate.
+def _insert_waiting(shared, calls):
+    """Insert a waiting row for each of ``calls`` (WaitingCalls), with the columns ``shared``.
 
-    The unique index on ``dedup_key`` refuses a call already waiting: it
-    decides between concurrent callers too. A call that comes twice in
-    ``rows`` is stored once.
+    Returns for each call its TaskExec, or False when it was refused as a
+    duplicate. The unique index on ``dedup_key`` refuses a call already
+    waiting: it decides between concurrent callers too. A call that comes
+    twice in ``calls`` is stored once.
     """
-    if not rows:
+    if not calls:
         return []
     database = _queue_database()
     using = database.alias
     insert = _insert_returning if _can_insert_returning(database) else _insert_with_orm
-    fresh = _first_of_each_call(rows)
-    ids = [None] * len(rows)
+    fresh = _first_of_each_call(calls)
+    ids = [None] * len(calls)
     # One row is one statement, atomic by itself.
     with transaction.atomic(using=using) if len(fresh) > 1 else contextlib.nullcontext():
         for start in range(0, len(fresh), ROWS_PER_INSERT):
             batch = fresh[start : start + ROWS_PER_INSERT]
-            for i, pk in zip(batch, insert([rows[i] for i in batch], database)):
+            for i, pk in zip(batch, insert(shared, [calls[i] for i in batch], database)):
                 ids[i] = pk
-    executions = _saved_executions(rows, ids, using)
-    for queue in {row.queue for row, pk in zip(rows, ids) if pk is not None and row.state == States.QUEUED}:
-        wakeup.task_queued(queue, using)
-    refused = [row for row, pk in zip(rows, ids) if pk is None]
+    executions = _saved_executions(shared, calls, ids, using)
+    if any(pk is not None and call.state == States.QUEUED for call, pk in zip(calls, ids)):
+        wakeup.task_queued(shared.queue, using)
+    refused = [call for call, pk in zip(calls, ids) if pk is None]
     if refused:
         _advance_sleeping_twins(refused, using)
     return executions
 
 
-def _first_of_each_call(rows):
-    """The positions in ``rows`` of those whose call does not come earlier (the same dedup_key)."""
+def _first_of_each_call(calls):
+    """The positions in ``calls`` of those whose call does not come earlier (the same dedup_key)."""
     seen = set()
     first = []
-    for i, row in enumerate(rows):
-        if row.dedup_key is None or row.dedup_key not in seen:
+    for i, call in enumerate(calls):
+        if call.dedup_key is None or call.dedup_key not in seen:
             first.append(i)
-        seen.add(row.dedup_key)
+        seen.add(call.dedup_key)
     return first
 
 
-def _saved_executions(rows, ids, using):
-    """For each of ``rows``, its TaskExec as stored with its id in ``ids``, or False when that is None."""
+def _saved_executions(shared, calls, ids, using):
+    """For each of ``calls``, its TaskExec as stored with its id in ``ids``, or False when that is None."""
     # Model.__init__ would cost more than storing the row: each is made as
     # unpickling makes one, unless something listens for the
     # initialisation of models.
     if pre_init.has_listeners(TaskExec) or post_init.has_listeners(TaskExec):
-        new = _through_init
+        new = functools.partial(_through_init, shared)
     else:
-        new = functools.partial(_without_init, _left_empty())
+        new = functools.partial(_without_init, {**_left_empty(), **shared._asdict()})
     executions = []
-    for row, pk in zip(rows, ids):
+    for call, pk in zip(calls, ids):
         if pk is None:
             executions.append(False)
             continue
-        execution = new(pk, row)
+        execution = new(pk, call)
         execution._state.adding, execution._state.db = False, using  # as Model.from_db() leaves what it reads
         executions.append(execution)
     return executions
 
 
-def _without_init(empty, pk, row):
+def _without_init(shared_values, pk, call):
+    """``shared_values``: the attributes that the executions stored together share."""
     execution = TaskExec.__new__(TaskExec)
-    execution.__dict__ = {**empty, **dict(zip(_COLUMNS, row)), "id": pk, "_state": ModelState()}
+    # Spelled out: merging a zip() of the call's columns costs more.
+    execution.__dict__ = {
+        **shared_values, "args": call.args, "kwargs": call.kwargs, "state": call.state, "due": call.due,
+        "dedup_key": call.dedup_key, "id": pk, "_state": ModelState(),
+    }  # fmt: skip
     return execution
 
 
-def _through_init(pk, row):
-    return TaskExec(pk, **_values_by_name(row))
+def _through_init(shared, pk, call):
+    return TaskExec(pk, **_values_by_name(shared, call))
 
 
-def _values_by_name(row):
-    """The values of ``row``'s columns, by field name."""
-    return dict(zip(_COLUMNS, row))
+def _values_by_name(shared, call):
+    """The values of the columns of ``call``'s row, by field name."""
+    return {**shared._asdict(), **dict(zip(_CALL_COLUMNS, call))}
 
 
-# The columns of a WaitingRow, in the order of its values.
-_COLUMNS = WaitingRow._fields[: WaitingRow._fields.index("args_json")]
+# The columns of a WaitingCall, in the order of its values; then all those of a waiting row.
+_CALL_COLUMNS = WaitingCall._fields[: WaitingCall._fields.index("args_json")]
+_COLUMNS = (*_CALL_COLUMNS, *Shared._fields)
 
 
 @functools.cache
@@ -257,9 +273,9 @@ def _advance_sleeping_twins(refused, using):
     meanwhile is left alone.
     """
     now = timezone.now()
-    for row in refused:
-        TaskExec.objects.using(using).filter(dedup_key=row.dedup_key, state=States.SLEEPING, due__gt=row.due).update(
-            due=row.due, state=States.QUEUED if row.due <= now else States.SLEEPING
+    for call in refused:
+        TaskExec.objects.using(using).filter(dedup_key=call.dedup_key, state=States.SLEEPING, due__gt=call.due).update(
+            due=call.due, state=States.QUEUED if call.due <= now else States.SLEEPING
         )
 
 
@@ -268,34 +284,32 @@ def _can_insert_returning(database):
     return database.vendor in ("postgresql", "sqlite") and database.features.can_return_columns_from_insert
 
 
-def _insert_returning(rows, database):
-    """INSERT ``rows`` in one statement; returns the id of each, None for those refused.
+def _insert_returning(shared, calls, database):
+    """INSERT the rows of ``calls`` in one statement; returns the id of each, None for those refused.
 
     A refused duplicate is no error (ON CONFLICT DO NOTHING: no savepoint
     needed), and on PostgreSQL the same statement sends the NOTIFY that
     wakes idle workers, delivered when it commits.
     """
-    notify = database.vendor == "postgresql" and any(row.state == States.QUEUED for row in rows)
-    deduplicated = any(row.dedup_key is not None for row in rows)
-    sql = _insert_sql(database.alias, len(rows), notify, deduplicated)
+    notify = database.vendor == "postgresql" and any(call.state == States.QUEUED for call in calls)
+    deduplicated = any(call.dedup_key is not None for call in calls)
+    sql = _insert_sql(database.alias, len(calls), notify, deduplicated)
     # Most rows of a call share their datetimes: each is adapted once.
     adapt = functools.cache(database.ops.adapt_datetimefield_value)
+    shared = shared._replace(created=adapt(shared.created), run_after=adapt(shared.run_after))
     params = []
-    for row in rows:
-        params += (
-            row.task_name, row.args_json, row.kwargs_json, row.queue, row.priority, row.state,
-            adapt(row.due), adapt(row.created), row.retries, row.retry_delay, row.attempt, row.dedup_key,
-            row.backend, adapt(row.run_after),
-        )  # fmt: skip
+    for call in calls:
+        params += (call.args_json, call.kwargs_json, call.state, adapt(call.due), call.dedup_key)
+        params += shared
     returned = _execute(database, sql, params)
     if not deduplicated:
-        return [pk for pk, *_ in returned]
+        return [row[0] for row in returned]
     # Rows come back in the order of the VALUES, as Django's bulk_create
     # relies on, less those refused: only unique calls are refused, and
     # their dedup_key tells which they are.
     ids_by_key = {key: pk for pk, key, *_ in returned if key is not None}
     unkeyed_ids = iter([pk for pk, key, *_ in returned if key is None])
-    return [next(unkeyed_ids) if row.dedup_key is None else ids_by_key.get(row.dedup_key) for row in rows]
+    return [next(unkeyed_ids) if call.dedup_key is None else ids_by_key.get(call.dedup_key) for call in calls]
 
 
 @functools.lru_cache(maxsize=128)
@@ -303,7 +317,8 @@ def _insert_sql(alias, rows, notify, deduplicated):
     """The INSERT of ``rows`` waiting rows on database ``alias``; the values as ``_insert_returning`` lists them.
 
     ``notify``: with the NOTIFY of PostgreSQL. ``deduplicated``: some rows
-    have a dedup_key, which a waiting row may already hold.
+    have a dedup_key, which a waiting row may already hold. Each row
+    returned holds its id, then its dedup_key when ``deduplicated``.
     """
     database = connections[alias]
     quote = database.ops.quote_name
@@ -313,14 +328,19 @@ def _insert_sql(alias, rows, notify, deduplicated):
     columns = ", ".join(quote(field.column) for field in fields + blank)
     placeholders = ["%s"] * len(fields) + ["''"] * len(blank)
     row = f"({', '.join(placeholders)})"
-    column = {name: quote(TaskExec._meta.get_field(name).column) for name in ("id", "dedup_key", "queue")}
+    # What is not read costs SQLite a copy of each row, and the driver a value.
+    returned = ["id", *(["dedup_key"] if deduplicated else [])]
+    returning = [f"{quote(TaskExec._meta.get_field(name).column)} AS {name}" for name in returned]
+    if notify:
+        returning.append(f"{quote(TaskExec._meta.get_field('queue').column)} AS queue")
     insert = (
         f"INSERT INTO {quote(TaskExec._meta.db_table)} ({columns}) VALUES {', '.join([row] * rows)} "
-        + (f"ON CONFLICT ({column['dedup_key']}) DO NOTHING " if deduplicated else "")
-        + f"RETURNING {column['id']} AS id, {column['dedup_key']} AS dedup_key, {column['queue']} AS queue"
+        + (f"ON CONFLICT ({quote(TaskExec._meta.get_field('dedup_key').column)}) DO NOTHING " if deduplicated else "")
+        + f"RETURNING {', '.join(returning)}"
     )
     if notify:
-        insert = f"WITH queued AS ({insert}) SELECT id, dedup_key, pg_notify('{wakeup.CHANNEL}', queue) FROM queued"
+        notified = f"pg_notify('{wakeup.CHANNEL}', queue)"
+        insert = f"WITH queued AS ({insert}) SELECT {', '.join(returned)}, {notified} FROM queued"
     return insert
 
 
@@ -335,11 +355,11 @@ def _execute(database, sql, params):
     return _run(database, _in_driver_style(database.vendor, sql), params, _fetchall)
 
 
-def _insert_with_orm(rows, database):
+def _insert_with_orm(shared, calls, database):
     """What other databases (MySQL) do instead: one save() each; returns the id of each, None for those refused."""
     ids = []
-    for row in rows:
-        execution = TaskExec(**_values_by_name(row))
+    for call in calls:
+        execution = TaskExec(**_values_by_name(shared, call))
         try:
             # A savepoint, so that the caller's own transaction survives the refusal.
             with transaction.atomic(using=database.alias):
@@ -620,6 +640,7 @@ def _prepares(database, raw):
     return True
 
 
+@functools.lru_cache(maxsize=128)  # queue_many() sends the same INSERT statement after statement
 def _in_driver_style(vendor, sql):
     """``sql`` with the driver's placeholders: sqlite3 takes ? where Django writes %s."""
     return sql.replace("%s", "?") if vendor == "sqlite" else sql
