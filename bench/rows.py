@@ -139,6 +139,14 @@ class Table:
             self._execute(f"INSERT INTO {TASKS} ({', '.join(names)}) VALUES {', '.join([row] * rows)}", values * rows)
         self._execute("COMMIT")
 
+    def write_back(self):
+        """SQLite: write the WAL back to the database file, which the next commit writes from its start.
+
+        PostgreSQL: nothing.
+        """
+        if self.db.vendor == "sqlite":
+            self._execute("PRAGMA wal_checkpoint(RESTART)")
+
     def result_of(self, task_id):
         """The result of a SUCCEEDED row, or None while it has not succeeded."""
         row = self._execute(f"SELECT result FROM {TASKS} WHERE id = %s AND state = 'SUCCEEDED'", [task_id]).fetchone()
