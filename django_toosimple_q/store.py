@@ -46,7 +46,7 @@ States = TaskExec.States
 # retried or was interrupted.
 
 
-class Shared(NamedTuple):
+class SharedColumns(NamedTuple):
     """The columns that the waiting rows stored together share: those of their task and of the moment."""
 
     task_name: str
@@ -87,7 +87,8 @@ def enqueue(task, calls, *, priority, queue, backend="", run_after=None):
     ``backend`` and ``run_after``: a call queued through django.tasks.
     """
     now = timezone.now()
-    shared = Shared(task.name, queue, priority, now, task.retries, float(task.retry_delay), 1, backend, run_after)
+    retry_delay = float(task.retry_delay)
+    shared = SharedColumns(task.name, queue, priority, now, task.retries, retry_delay, 1, backend, run_after)
     waiting = []
     for args, kwargs, due in calls:
         due = now if due is None else _checked_due(due)
@@ -118,7 +119,7 @@ def requeue(execution, *, state=States.QUEUED, due=None, retries=None, retry_del
     now = timezone.now()
     encoded_args, encoded_kwargs = serialization.encode_call(execution.args, execution.kwargs)
     task = task_of_row(execution.task_name, execution.backend)
-    shared = Shared(
+    shared = SharedColumns(
         execution.task_name, execution.queue, execution.priority, now,
         execution.retries if retries is None else retries,
         execution.retry_delay if retry_delay is None else retry_delay,
@@ -254,7 +255,7 @@ def _values_by_name(shared, call):
 
 # The columns of a WaitingCall, in the order of its values; then all those of a waiting row.
 _CALL_COLUMNS = WaitingCall._fields[: WaitingCall._fields.index("args_json")]
-_COLUMNS = (*_CALL_COLUMNS, *Shared._fields)
+_COLUMNS = (*_CALL_COLUMNS, *SharedColumns._fields)
 
 
 @functools.cache
