@@ -295,8 +295,15 @@ def _insert_returning(shared, calls, database):
     notify = database.vendor == "postgresql" and any(call.state == States.QUEUED for call in calls)
     deduplicated = any(call.dedup_key is not None for call in calls)
     sql = _insert_sql(database.alias, len(calls), notify, deduplicated)
-    # Most rows of a call share their datetimes: each is adapted once.
-    adapt = functools.cache(database.ops.adapt_datetimefield_value)
+    # Most rows of a call share their datetimes: each is adapted once. In a
+    # dict: making a functools.cache would cost a queue() more than it saves.
+    adapted = {}
+
+    def adapt(value):
+        if value not in adapted:
+            adapted[value] = database.ops.adapt_datetimefield_value(value)
+        return adapted[value]
+
     shared = shared._replace(created=adapt(shared.created), run_after=adapt(shared.run_after))
     params = []
     for call in calls:
