@@ -54,8 +54,6 @@ __all__ = [
     "TaskContext",
     "TaskError",
     "TaskResultStatus",
-    "normalize_json",
-    "stored_json",
     "task_backends",
     "task_finished",
     "task_started",
@@ -252,6 +250,20 @@ def _encoded_by_django(value):
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
 
 
+# What normalize_json returns as it is, and JSON reads back as itself.
+PLAIN_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def returned_json(value):
+    """A task's return ``value`` as Django's result holds it and the database gives it back.
+
+    Django's own errors (TypeError, ValueError) for what its results cannot hold.
+    """
+    if type(value) in PLAIN_SCALARS:
+        return value  # most return values: the worker asks for each row it runs
+    return stored_json(normalize_json(value))
+
+
 def stored_json(value):
     """What the database gives back of normalized JSON ``value``: keys become strings, as in any JSON column."""
     if not isinstance(value, (dict, list)):
@@ -286,6 +298,8 @@ def chain_from(first):
 
 def chain_until(execution):
     """The executions of a call up to ``execution``, the first one first."""
+    if execution.attempt == 1:
+        return [execution]  # most executions: the worker asks for each row it runs
     from .models import TaskExec
 
     chain = [execution]
@@ -327,8 +341,8 @@ def result_of(chain, task):
         started_at=attempts[0].started if attempts else None,
         last_attempted_at=attempts[-1].started if attempts else None,
         finished_at=last.finished if last.state not in WAITING_OR_RUNNING else None,
-        args=first.args,
-        kwargs=first.kwargs,
+        args=[],
+        kwargs={},
         backend=first.backend,
         errors=[
             TaskError(exception_class_path=execution.error_class, traceback=execution.error)
@@ -337,6 +351,10 @@ def result_of(chain, task):
         ],
         worker_ids=[str(execution.worker_id) for execution in attempts],
     )
+    # Read back from a row, they are the JSON that enqueue() normalized: given
+    # to TaskResult(), they would be normalized again, at every row a worker runs.
+    object.__setattr__(result, "args", first.args)
+    object.__setattr__(result, "kwargs", first.kwargs)
     if result.status == TaskResultStatus.SUCCESSFUL:
         object.__setattr__(result, "_return_value", last.result)
     return result

@@ -22,9 +22,8 @@ from ..backend import (
     TaskError,
     TaskResultStatus,
     chain_until,
-    normalize_json,
     result_of,
-    stored_json,
+    returned_json,
     task_backends,
     task_finished,
     task_of,
@@ -116,7 +115,7 @@ class Run:
             self.error = error
             return _failure(error)
         try:
-            value = stored_json(normalize_json(value))
+            value = returned_json(value)
         except (TypeError, ValueError) as error:
             self.error = error
             # Its side effects happened: running it again would repeat them.
