@@ -333,16 +333,17 @@ def result_of(chain, task):
     """The TaskResult of ``task``'s call whose executions are ``chain`` (TaskExecs, or what reads as them), as they stand."""
     first, last = chain[0], chain[-1]
     attempts = [execution for execution in chain if execution.started is not None]
-    result = TaskResult(
+    status = STATUSES.get(last.state, TaskResultStatus.FAILED)
+    return _read_back(
         task=task,
         id=str(first.pk),
-        status=STATUSES.get(last.state, TaskResultStatus.FAILED),
+        status=status,
         enqueued_at=first.created,
         started_at=attempts[0].started if attempts else None,
         last_attempted_at=attempts[-1].started if attempts else None,
         finished_at=last.finished if last.state not in WAITING_OR_RUNNING else None,
-        args=[],
-        kwargs={},
+        args=first.args,
+        kwargs=first.kwargs,
         backend=first.backend,
         errors=[
             TaskError(exception_class_path=execution.error_class, traceback=execution.error)
@@ -350,13 +351,19 @@ def result_of(chain, task):
             if execution.error_class
         ],
         worker_ids=[str(execution.worker_id) for execution in attempts],
+        _return_value=last.result if status == TaskResultStatus.SUCCESSFUL else None,
     )
-    # Read back from a row, they are the JSON that enqueue() normalized: given
-    # to TaskResult(), they would be normalized again, at every row a worker runs.
-    object.__setattr__(result, "args", first.args)
-    object.__setattr__(result, "kwargs", first.kwargs)
-    if result.status == TaskResultStatus.SUCCESSFUL:
-        object.__setattr__(result, "_return_value", last.result)
+
+
+def _read_back(**fields):
+    """``TaskResult(**fields)`` for args and kwargs read back from a row, and ``_return_value``.
+
+    Those are the JSON that enqueue() normalized: TaskResult() would
+    normalize them again (its __post_init__), at every row a worker runs.
+    """
+    result = object.__new__(TaskResult)
+    for name, value in fields.items():
+        object.__setattr__(result, name, value)
     return result
 
 

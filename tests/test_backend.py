@@ -234,6 +234,25 @@ class ResultTests(ComparedTestCase):
         in_another_thread(result.refresh)
         self.assertEqual((result.status, result.return_value, result.attempts), (Status.SUCCESSFUL, 9, 1))
 
+    def test_results_are_whole_though_made_without_task_result_init(self):
+        # Made field by field, so as not to normalize the arguments read back again: one
+        # field missing (Django added one, or we forgot it) fails the comparison.
+        finished = []
+
+        def record(sender, task_result, **kwargs):
+            finished.append(task_result)
+
+        backend.task_finished.connect(record, weak=False)
+        self.addCleanup(backend.task_finished.disconnect, record)
+        result = tasks.echo.enqueue(1, "two", three=[3.0, None, {"four": True}])
+        drain()
+        fields = dataclasses.fields(backend.TaskResult)
+        for ours in (finished[0], tasks.echo.get_result(result.id)):
+            made = backend.TaskResult(**{field.name: getattr(ours, field.name) for field in fields if field.init})
+            object.__setattr__(made, "_return_value", [[1, "two"], {"three": [3.0, None, {"four": True}]}])
+            self.assertEqual(ours, made)
+            self.assertEqual((type(ours), ours.args, ours.kwargs), (type(made), made.args, made.kwargs))
+
     def test_missing_and_malformed_ids(self):
         native = native_tasks.add.queue(1)
         retried = tasks.always_fails.enqueue()
