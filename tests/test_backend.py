@@ -446,6 +446,15 @@ class RetryTests(TransactionTestCase):
         self.assertEqual(result.last_attempted_at, retry.started)
         self.assertEqual(result.started_at, first.started)
 
+    def test_a_retry_is_given_the_call_as_it_was_queued(self):
+        # Whatever the first attempt did to its arguments, and to its result's.
+        result = tasks.changes_its_arguments.enqueue([1], {"a": 2})
+        drain()
+        result.refresh()
+        self.assertEqual((result.status, result.return_value), (Status.SUCCESSFUL, [[1], {"a": 2}]))
+        first, retry = TaskExec.objects.order_by("id")
+        self.assertEqual((first.args, retry.args), ([[1], {"a": 2}], [[1], {"a": 2}]))
+
     def test_a_call_that_fails_every_attempt(self):
         result = tasks.always_fails.enqueue()
         drain()

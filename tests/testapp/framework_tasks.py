@@ -105,6 +105,19 @@ def always_fails():
 
 
 @task(takes_context=True)
+@register_task(retries=1)
+def changes_its_arguments(context, items, options):
+    """Returns what it was given, once it changed it; fails its first attempt."""
+    given = [list(items), dict(options)]
+    items.append("changed")
+    options["changed"] = True
+    context.task_result.args.append("changed")
+    if context.attempt == 1:
+        raise TaskFailure("first attempt")
+    return given
+
+
+@task(takes_context=True)
 def killed_on_first_attempt(context, pid_file):
     """Its first run writes the worker's pid to ``pid_file`` and waits to be killed; the next one returns."""
     if context.attempt == 1:
