@@ -117,7 +117,8 @@ def requeue(execution, *, state=States.QUEUED, due=None, retries=None, retry_del
     from .registry import task_of_row
 
     now = timezone.now()
-    encoded_args, encoded_kwargs = serialization.encode_call(execution.args, execution.kwargs)
+    args, kwargs = _call_as_stored(execution)
+    encoded_args, encoded_kwargs = serialization.encode_call(args, kwargs)
     task = task_of_row(execution.task_name, execution.backend)
     shared = SharedColumns(
         execution.task_name, execution.queue, execution.priority, now,
@@ -126,7 +127,7 @@ def requeue(execution, *, state=States.QUEUED, due=None, retries=None, retry_del
         execution.attempt + 1, execution.backend, None,
     )  # fmt: skip
     call = WaitingCall(
-        execution.args, execution.kwargs, state, now if due is None else due,
+        args, kwargs, state, now if due is None else due,
         # The new run waits like a queued call, so it is deduplicated like one.
         dedup_key(execution.task_name, encoded_args, encoded_kwargs) if task is not None and task.unique else None,
         _as_json(encoded_args), _as_json(encoded_kwargs),
@@ -409,6 +410,9 @@ class ClaimedTask(NamedTuple):
     # Whether it replaces a run that was interrupted: it may be what killed
     # its worker, and then runs alone (see Worker._isolating).
     interrupted_before: bool
+    # The arguments as stored (JSON text or data): what a retry is queued
+    # with, whatever the task did to the ones it was given (see requeue).
+    stored_call: tuple = None
 
 
 def one_writer():
@@ -679,7 +683,11 @@ def _take(ids, worker_id):
         interrupted_before=Exists(TaskExec.objects.filter(replaced_by=OuterRef("pk"), state=States.INTERRUPTED))
     )
     rows = taken.order_by("-priority", "due", "id").values_list(*CLAIMED_COLUMNS, "interrupted_before")
-    return [ClaimedTask(*row) for row in rows]
+    claimed = []
+    for row in rows:
+        args, kwargs = (row[position] for position in JSON_COLUMNS)
+        claimed.append(ClaimedTask(*row, stored_call=serialization.encode_call(args, kwargs)))
+    return claimed
 
 
 # The columns that hold JSON: Django has the drivers return it as text, for
@@ -689,10 +697,23 @@ JSON_COLUMNS = [CLAIMED_COLUMNS.index("args"), CLAIMED_COLUMNS.index("kwargs")]
 
 def _claimed_task(row):
     values = list(row)
+    stored = tuple(values[position] for position in JSON_COLUMNS)
     for position in JSON_COLUMNS:
-        data = json.loads(values[position]) if isinstance(values[position], str) else values[position]
-        values[position] = serialization.decode(data)
-    return ClaimedTask(*values)
+        values[position] = _decoded(values[position])
+    return ClaimedTask(*values, stored_call=stored)
+
+
+def _decoded(stored):
+    """The value of an args or kwargs column as the driver returned it (JSON text, or its data)."""
+    return serialization.decode(json.loads(stored) if isinstance(stored, str) else stored)
+
+
+def _call_as_stored(execution):
+    """The arguments of ``execution`` (a TaskExec or a claimed task) as stored, not as its task may have left them."""
+    stored = getattr(execution, "stored_call", None)
+    if stored is None:
+        return execution.args, execution.kwargs
+    return tuple(_decoded(value) for value in stored)
 
 
 def finish(execution_id, worker_id, outcome):

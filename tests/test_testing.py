@@ -169,6 +169,12 @@ class ImmediateModeTests(TestCase):
             added = tasks.add.queue(2, 3)
         self.assertEqual((added.state, added.result), (States.SUCCEEDED, 5))
 
+    def test_a_retry_is_queued_with_the_call_as_it_was_queued(self):
+        with testing.immediate():
+            first = tasks.changes_its_arguments.queue("immediate", [1], {"a": 2})
+        self.assertEqual(first.replaced_by.args, ["immediate", [1], {"a": 2}])
+        self.assertEqual(first.replaced_by.result, [[1], {"a": 2}])
+
     def test_retries_without_delay_run_at_once_and_delayed_ones_wait(self):
         with testing.immediate():
             flaky = tasks.flaky.queue("immediate")

@@ -284,6 +284,14 @@ class RunningTests(TransactionTestCase):
         self.assertIn("ValueError: boom", row.error)  # what the task's own failure was
         self.assertEqual(worker.exit_code, 0)
 
+    def test_a_retry_is_queued_with_the_call_as_it_was_queued(self):
+        # Whatever the failed run did to the arguments it was given.
+        first = tasks.changes_its_arguments.queue("worker", [1], {"a": 2})
+        run_in_process()
+        retry = TaskExec.objects.get(pk=first.pk).replaced_by
+        self.assertEqual((retry.args, retry.kwargs), (["worker", [1], {"a": 2}], {}))
+        self.assertEqual((retry.state, retry.result), (States.SUCCEEDED, [[1], {"a": 2}]))
+
     def test_any_error_storing_an_outcome_ends_the_row_rather_than_leaving_it_processing(self):
         execution = tasks.add.queue(1)
         real_finish_params = store._finish_params

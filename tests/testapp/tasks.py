@@ -109,6 +109,18 @@ def flaky(key):
     return "second run"
 
 
+@register_task("tests.changes_its_arguments", retries=1)
+def changes_its_arguments(key, items, options):
+    """Changes the arguments it was given; fails its first run for ``key``, then returns them as given."""
+    given = [list(items), dict(options)]
+    items.append("changed")
+    options["changed"] = True
+    _, created = Execution.objects.get_or_create(key=key)
+    if created:
+        raise ValueError("first run fails")
+    return given
+
+
 @register_task("tests.unique", unique=True)
 def unique(*args, **kwargs):
     return list(args)
