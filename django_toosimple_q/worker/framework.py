@@ -66,9 +66,8 @@ def runner(claimed, worker_id):
     execution = Running(
         claimed.id,
         claimed.task_name,
-        # The task's own: a retry is queued from the claimed row's.
-        _own(claimed.args),
-        _own(claimed.kwargs),
+        claimed.args,
+        claimed.kwargs,
         claimed.queue,
         claimed.priority,
         claimed.backend,
@@ -84,16 +83,6 @@ def runner(claimed, worker_id):
     except Exception as error:  # an import error of the task's module, a backend no longer configured
         raise LookupError(f"Task {claimed.task_name!r} cannot be run here: {error}") from error
     return Run(result, sender)
-
-
-def _own(value):
-    """A copy of JSON ``value`` whose lists and dicts are its own (cheaper than a deepcopy)."""
-    kind = type(value)
-    if kind is list:
-        return [_own(item) for item in value]
-    if kind is dict:
-        return {key: _own(item) for key, item in value.items()}
-    return value
 
 
 def _datetime(value):
