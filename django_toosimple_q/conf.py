@@ -1,10 +1,13 @@
 """Every TOOSIMPLEQ_* setting with its default, read in this one place.
 
-Values are read on each access (not cached at import) so that
-``override_settings`` in tests and late settings changes are honoured.
+A value is read from the settings at its first use, then kept: workers read
+some of them for every task, and a setting the project left out costs Django
+an AttributeError at each read. ``override_settings`` (and anything else
+that sends ``setting_changed``) makes the next use read it again.
 """
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 DEFAULTS = {
     # Seconds between two heartbeats of a worker's loop thread.
@@ -54,9 +57,24 @@ DEFAULTS = {
 }
 
 
+_values = {}  # name: the value in use
+
+
 def __getattr__(name):
     """``conf.HEARTBEAT`` is the value of ``settings.TOOSIMPLEQ_HEARTBEAT``, or its default."""
+    try:
+        return _values[name]
+    except KeyError:
+        pass
     key = f"TOOSIMPLEQ_{name}"
     if key not in DEFAULTS:
         raise AttributeError(f"no setting {key}")
-    return getattr(settings, key, DEFAULTS[key])
+    value = _values[name] = getattr(settings, key, DEFAULTS[key])
+    return value
+
+
+def _forget(setting, **kwargs):
+    _values.pop(setting.removeprefix("TOOSIMPLEQ_"), None)
+
+
+setting_changed.connect(_forget)
