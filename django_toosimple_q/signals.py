@@ -18,15 +18,14 @@ signals) and these keyword arguments:
 
 Receivers of task signals run in a thread of the worker: task_started in
 the task's own, task_finished in the one that stored the outcome (under
-group commit, maybe another task's, or the worker's loop). A receiver that raises is logged and
-changes nothing else: not the task's outcome, not the other receivers.
+group commit, maybe another task's, or the worker's loop). A receiver that raises is logged (by
+Django, on the ``django.dispatch`` logger, with its traceback) and changes
+nothing else: not the task's outcome, not the other receivers.
 """
 
-import logging
 
 from django.dispatch import Signal
 
-logger = logging.getLogger("django_toosimple_q")
 
 task_queued = Signal()
 task_started = Signal()
@@ -37,12 +36,7 @@ worker_stopped = Signal()
 
 
 def send(signal, sender, **kwargs):
-    """Send ``signal`` to its receivers, logging those that raise."""
+    """Send ``signal`` to its receivers; Django logs those that raise."""
     # Checked first: with no receiver, sending costs one attribute lookup.
-    if not signal.receivers:
-        return
-    for receiver, response in signal.send_robust(sender, **kwargs):
-        if isinstance(response, Exception):
-            logger.error(
-                "a receiver of a django_toosimple_q signal raised: %r", receiver, exc_info=response
-            )
+    if signal.receivers:
+        signal.send_robust(sender, **kwargs)

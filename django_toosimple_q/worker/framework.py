@@ -10,7 +10,6 @@ sender.
 """
 
 import datetime
-import logging
 import traceback
 from typing import NamedTuple
 
@@ -34,7 +33,6 @@ from .coroutines import call
 from .executor import preview
 from .timeouts import TaskTimeout
 
-logger = logging.getLogger("django_toosimple_q")
 
 States = TaskExec.States
 
@@ -158,7 +156,5 @@ def _failure(error):
 
 
 def _send(signal, sender, result):
-    """Send ``signal``; a receiver that raises is logged, and changes nothing of the outcome."""
-    for receiver, response in signal.send_robust(sender, task_result=result):
-        if isinstance(response, Exception):
-            logger.error("%r, a receiver of the task's signal, raised", receiver, exc_info=response)
+    """Send ``signal``; a receiver that raises is logged by Django, and changes nothing of the outcome."""
+    signal.send_robust(sender, task_result=result)
