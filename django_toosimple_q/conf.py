@@ -57,24 +57,24 @@ DEFAULTS = {
 }
 
 
-_values = {}  # name: the value in use
+_values = {}  # setting: the value in use
 
 
 def __getattr__(name):
     """``conf.HEARTBEAT`` is the value of ``settings.TOOSIMPLEQ_HEARTBEAT``, or its default."""
+    key = f"TOOSIMPLEQ_{name}"
     try:
-        return _values[name]
+        return _values[key]
     except KeyError:
         pass
-    key = f"TOOSIMPLEQ_{name}"
     if key not in DEFAULTS:
         raise AttributeError(f"no setting {key}")
-    value = _values[name] = getattr(settings, key, DEFAULTS[key])
+    value = _values[key] = getattr(settings, key, DEFAULTS[key])
     return value
 
 
 def _forget(setting, **kwargs):
-    _values.pop(setting.removeprefix("TOOSIMPLEQ_"), None)
+    _values.pop(setting, None)
 
 
 setting_changed.connect(_forget)
