@@ -18,9 +18,12 @@ signals) and these keyword arguments:
 
 Receivers of task signals run in a thread of the worker: task_started in
 the task's own, task_finished in the one that stored the outcome (under
-group commit, maybe another task's, or the worker's loop). A receiver that raises is logged (by
-Django, on the ``django.dispatch`` logger, with its traceback) and changes
-nothing else: not the task's outcome, not the other receivers.
+group commit, maybe another task's), or on SQLite, where the worker's loop
+stores outcomes with its claims, in a thread that the loop hands them to,
+so that a slow receiver does not hold up its next claim. A receiver that
+raises is logged (by Django, on the ``django.dispatch`` logger, with its
+traceback) and changes nothing else: not the task's outcome, not the other
+receivers.
 """
 
 

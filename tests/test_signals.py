@@ -2,8 +2,9 @@
 
 import logging
 import threading
+from unittest import skipUnless
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import TransactionTestCase
 
 from django_toosimple_q import signals
@@ -66,10 +67,58 @@ class TaskSignalTests(TransactionTestCase):
         (call,) = finished.calls
         self.assertEqual((call["outcome"]["state"], call["outcome"]["result"]), (States.SUCCEEDED, 3))
         self.assertEqual((call["execution"].id, call["worker_id"]), (execution.pk, worker.status.pk))
-        # From the thread that stored the outcome: the worker's loop (run in
-        # this thread), which stores it with its next claim on SQLite, or one of its pool's.
+        # From a thread of the worker: on SQLite its announcer, which the loop
+        # (run in this thread) hands the outcomes it stored to; else one of its pool's.
         stored_by = (threading.current_thread().name, f"toosimpleq-{worker.label}")
         self.assertTrue(call["thread"].startswith(stored_by), call["thread"])
+
+    def test_a_slow_receiver_of_task_finished_does_not_hold_up_the_next_tasks(self):
+        first = tasks.add.queue(1, b=2)
+        entered, released, waited = threading.Event(), threading.Event(), []
+
+        def slow(sender, execution, **kwargs):
+            # Returns once the next task has started: never, if it waits for this receiver.
+            if execution.id == first.pk:
+                entered.set()
+                waited.append(released.wait(timeout=10))
+
+        def started(sender, execution, **kwargs):
+            if execution.id != first.pk:
+                released.set()
+
+        for signal, receiver in ((signals.task_finished, slow), (signals.task_started, started)):
+            signal.connect(receiver, weak=False)
+            self.addCleanup(signal.disconnect, receiver)
+        worker = Worker(threads=2, schedules=False)
+        worker.start()
+        self.assertTrue(entered.wait(timeout=30))
+        tasks.add.queue(3, b=4)
+        self.assertTrue(released.wait(timeout=30))
+        worker.stop()
+        self.assertEqual(worker.join(timeout=30), 0)
+        self.assertEqual(waited, [True])
+        self.assertEqual(TaskExec.objects.filter(state=States.SUCCEEDED).count(), 2)
+
+    @skipUnless(connection.vendor == "sqlite", "SQLite: the worker's loop stores the outcomes and has an announcer")
+    def test_a_stopping_worker_waits_for_a_stuck_receiver_no_longer_than_its_grace(self):
+        entered, release = threading.Event(), threading.Event()
+        self.addCleanup(release.set)
+
+        def stuck(sender, **kwargs):
+            entered.set()
+            release.wait(timeout=60)
+
+        signals.task_finished.connect(stuck, weak=False)
+        self.addCleanup(signals.task_finished.disconnect, stuck)
+        tasks.add.queue(1, b=2)
+        worker = Worker(threads=1, schedules=False)
+        worker.start()
+        self.assertTrue(entered.wait(timeout=30))
+        with self.assertLogs("django_toosimple_q", logging.WARNING) as logs:
+            worker.stop(grace=0)
+            self.assertEqual(worker.join(timeout=30), 0)
+        self.assertIn("a receiver of task_finished still runs at the end of the grace period", logs.output[-1])
+        self.assertEqual(TaskExec.objects.get().state, States.SUCCEEDED)
 
     def test_retried_with_the_retry(self):
         retried = Received(self, signals.task_retried)

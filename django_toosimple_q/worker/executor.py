@@ -164,6 +164,11 @@ def store_and_claim(endings, worker_id, limit, queue_filter):
     return claimed, functools.partial(_say_all, endings, stored)
 
 
+def calls_receivers(endings):
+    """Whether what follows storing ``endings`` calls the project's receivers (of task_finished, or Django's)."""
+    return bool(signals.task_finished.receivers) or any(ending.claimed.backend for ending in endings)
+
+
 def _say_all(endings, stored):
     for ending in endings:
         _said(ending, ending.claimed.id in stored)

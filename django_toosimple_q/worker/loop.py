@@ -24,12 +24,16 @@ from django.utils import timezone
 from .. import conf, signals, store, wakeup
 from ..models import TaskExec, WorkerStatus, default_label, queue_database
 from . import errors, executor, recovery, timeouts
+from .announcer import Announcer
 from .backoff import Backoff
 from .claiming import QueueFilter
 from .counters import RunCounters
 from .scheduler import Scheduler
 
 logger = logging.getLogger("django_toosimple_q")
+
+# Seconds a stopping worker waits for its announcer at least.
+ANNOUNCER_LEAST_WAIT = 1.0
 
 
 class Worker:
@@ -98,6 +102,7 @@ class Worker:
         self._together = executor.group_commit()  # what the pool's threads hand their outcomes over to
         # Whether this loop writes those outcomes, with its claims (see group_commit.py).
         self._loop_writes = self._together is not None and not self._together.writes_itself
+        self._announcer = None  # where such a loop hands what follows those outcomes (see announcer.py)
         # Tasks whose last run was interrupted, claimed, waiting to run alone;
         # and the future of the one running alone.
         self._held = []
@@ -165,6 +170,9 @@ class Worker:
             self.threads + conf.MAX_ABANDONED_THREADS, thread_name_prefix=f"toosimpleq-{self.label}"
         )
         listener = wakeup.start_listener(self.task_queued, queue_database(), name=f"toosimpleq-{self.label}-listener")
+        if self._loop_writes:
+            self._announcer = Announcer(name=f"toosimpleq-{self.label}-announcer")
+            self._announcer.start()
         wakeup.add_local_worker(self)
         exit_log = ""
         try:
@@ -187,6 +195,8 @@ class Worker:
             if listener:
                 listener.stop()
                 listener.join()
+            if self._announcer is not None:
+                self._stop_announcer()
             self._record_exit(exit_log)
             connections.close_all()
 
@@ -378,16 +388,31 @@ class Worker:
         """
         endings = self._together.take() if self._loop_writes else []
         try:
-            return executor.store_and_claim(endings, self.status.pk, limit, self.queue_filter)
+            claimed, say = executor.store_and_claim(endings, self.status.pk, limit, self.queue_filter)
         except BaseException:
             if endings:
                 self._together.put_back(endings)
             raise
+        if endings and self._announcer is not None and executor.calls_receivers(endings):
+            # The project's code, which may take its time: not on this thread.
+            return claimed, functools.partial(self._announcer.announce, say)
+        return claimed, say
 
     def _store_outcomes(self):
         """Store the outcomes handed over, claiming nothing."""
         _, say = self._store_and_claim(0)
         say()
+
+    def _stop_announcer(self):
+        """Let the announcer send what it was given, within the grace period; then stop waiting for it."""
+        deadline = self._grace_deadline or time.monotonic() + self.grace
+        # At least a moment: the grace period may be spent on running tasks
+        # (or be 0), and what is left to send takes microseconds unless a receiver is stuck.
+        if not self._announcer.stop(timeout=max(ANNOUNCER_LEAST_WAIT, deadline - time.monotonic())):
+            logger.warning(
+                "worker %s: a receiver of task_finished still runs at the end of the grace period; not waited for",
+                self.label,
+            )
 
     def _unwritten(self):
         """How many outcomes handed over wait to be written."""
