@@ -26,9 +26,7 @@ traceback) and changes nothing else: not the task's outcome, not the other
 receivers.
 """
 
-
 from django.dispatch import Signal
-
 
 task_queued = Signal()
 task_started = Signal()

@@ -33,7 +33,6 @@ from .coroutines import call
 from .executor import preview
 from .timeouts import TaskTimeout
 
-
 States = TaskExec.States
 
 
