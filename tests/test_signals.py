@@ -120,6 +120,27 @@ class TaskSignalTests(TransactionTestCase):
         self.assertIn("a receiver of task_finished still runs at the end of the grace period", logs.output[-1])
         self.assertEqual(TaskExec.objects.get().state, States.SUCCEEDED)
 
+    @skipUnless(connection.vendor == "sqlite", "SQLite: the worker's loop stores the outcomes and has an announcer")
+    def test_a_connection_a_receiver_left_unfit_is_not_kept_for_the_next_outcomes(self):
+        autocommit, called = [], threading.Event()
+
+        def leaves_a_transaction_open(sender, **kwargs):
+            autocommit.append(connection.get_autocommit())
+            connection.set_autocommit(False)
+            called.set()
+
+        signals.task_finished.connect(leaves_a_transaction_open, weak=False)
+        self.addCleanup(signals.task_finished.disconnect, leaves_a_transaction_open)
+        worker = Worker(threads=1, schedules=False)
+        worker.start()
+        for b in (2, 3):
+            called.clear()
+            tasks.add.queue(1, b=b)
+            self.assertTrue(called.wait(timeout=30))
+        worker.stop()
+        self.assertEqual(worker.join(timeout=30), 0)
+        self.assertEqual(autocommit, [True, True])
+
     def test_retried_with_the_retry(self):
         retried = Received(self, signals.task_retried)
         execution = tasks.flaky.queue("signals-retried")

@@ -14,6 +14,8 @@ import threading
 
 from django.db import connections
 
+from .executor import recycle_connections
+
 logger = logging.getLogger("django_toosimple_q")
 
 
@@ -40,5 +42,7 @@ class Announcer(threading.Thread):
                     say()
                 except Exception:  # say() logs what it can foresee: this is a bug, not a reason to stop
                     logger.exception("could not send what follows stored outcomes")
+                # As a pool thread after each task: receivers are the project's code.
+                recycle_connections()
         finally:
             connections.close_all()
